@@ -1,0 +1,16 @@
+"""jupyter-secure-storage: keep API keys out of notebooks.
+
+The public API::
+
+    from jupyter_secure_storage import SecureStorage, Secret
+    store = SecureStorage()                 # OS keystore when usable, else the encrypted vault
+    store.write("OPENAI_API_KEY", value)    # value from a prompt, never typed into a cell
+    key = store.read("OPENAI_API_KEY")      # -> Secret | None; key.reveal() at the point of use
+"""
+
+from ._version import __version__
+from .errors import SecureStorageError
+from .secret import Secret, secret_registry
+from .storage import SecureStorage
+
+__all__ = ["Secret", "SecureStorage", "SecureStorageError", "__version__", "secret_registry"]

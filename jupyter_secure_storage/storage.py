@@ -1,0 +1,457 @@
+"""``SecureStorage``: the one facade every front end (magics, widgets, CLI, code) goes through.
+
+The API is flutter_secure_storage's -- ``write``, ``read``, ``delete``,
+``contains_key``, ``read_all``, ``delete_all`` -- plus ``keys()``, an ``a``-prefixed
+async twin of each (``await store.aread(key)``), and listeners that fire on
+write and delete.
+
+Which backend: the ``backend`` argument, else ``JUPYTER_SECURE_STORAGE_BACKEND``,
+else ``c.SecureStorage.backend`` from config, else ``auto`` -- the OS keystore
+when a secure one answers here, otherwise the encrypted vault, with a warning
+that says so. (The environment wins over config files so an unattended run can
+pick its store without editing anyone's config.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from traitlets import Instance, Int, Unicode, Union, validate
+from traitlets.config import Config, LoggingConfigurable
+
+from .backends.base import Backend, Diagnosis, load_backend_class
+from .config_file import load_config_files
+from .errors import (
+    InvalidKeyError,
+    InvalidValueError,
+    InvalidValueTypeError,
+    SecureStorageError,
+    UnknownBackendError,
+    ValueTooLargeError,
+)
+from .paths import ENV_BACKEND, env_value
+from .secret import Secret
+
+logger = logging.getLogger("jupyter_secure_storage")
+
+MAX_KEY_LENGTH = 255
+_NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FORBIDDEN_KEY_CATEGORIES = {"Cc", "Cs", "Zl", "Zp", "Co", "Cn"}
+
+Listener = Callable[[Secret | None], None]
+
+
+# --- validation ---------------------------------------------------------------------------
+# Messages describe a rejected key without repeating it: a value pasted where a
+# key belongs must not come back in an error.
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it can be stored; raise :class:`InvalidKeyError` saying why not."""
+    if isinstance(key, Secret):
+        raise InvalidKeyError(
+            "A Secret was given where a key name belongs.",
+            "Pass the key's name, e.g. store.read('OPENAI_API_KEY').",
+        )
+    if not isinstance(key, str):
+        raise InvalidKeyError(
+            f"A key is a str, not {type(key).__name__}.",
+            "Pass the key's name as a str, e.g. 'OPENAI_API_KEY'.",
+        )
+    if not key:
+        raise InvalidKeyError("The key is empty.", "Name the key, e.g. 'OPENAI_API_KEY'.")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError(
+            f"The key is {len(key)} characters long; keys are at most {MAX_KEY_LENGTH}.",
+            "Use a shorter name. (If you pasted the value itself, store it with "
+            "a name instead: jupyter-secure-storage write NAME.)",
+        )
+    for position, char in enumerate(key):
+        category = unicodedata.category(char)
+        if category in _FORBIDDEN_KEY_CATEGORIES:
+            raise InvalidKeyError(
+                f"The key holds a control or unassigned character "
+                f"(U+{ord(char):04X}, category {category}) at position {position}.",
+                "Use printable characters only.",
+            )
+    if key != key.strip():
+        raise InvalidKeyError(
+            "The key starts or ends with whitespace.", "Remove the surrounding spaces."
+        )
+    return key
+
+
+def validate_namespace(namespace: object) -> str:
+    if not isinstance(namespace, str) or not _NAMESPACE_PATTERN.fullmatch(namespace):
+        raise InvalidKeyError(
+            "A namespace is 1-64 characters from A-Z, a-z, 0-9, '.', '_' and '-', "
+            "starting with a letter or digit.",
+            "Choose a name such as 'default', 'team-a' or 'project.prod'.",
+        )
+    return namespace
+
+
+def validate_value(value: object, max_length: int) -> str:
+    if isinstance(value, Secret):
+        value = value.reveal()
+    if not isinstance(value, str):
+        hint = (
+            "Decode bytes first (value.decode()), or store base64 text."
+            if isinstance(value, (bytes, bytearray, memoryview))
+            else "Store text: convert with str(), or JSON-encode structured values."
+        )
+        raise InvalidValueTypeError(
+            f"Values are str (or None to delete), not {type(value).__name__}.", hint
+        )
+    if len(value) > max_length:
+        raise ValueTooLargeError(
+            f"The value is {len(value)} characters; this store takes at most {max_length}.",
+            "Store a reference (a path or URL) instead, or raise "
+            "c.SecureStorage.max_value_length. Nothing was stored.",
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidValueError(
+            f"The value holds a lone surrogate at position {error.start}, which no "
+            "keystore can store.",
+            "Check how the text was decoded; nothing was stored.",
+        ) from None
+    return value
+
+
+# --- listeners ---------------------------------------------------------------------------
+
+
+class _ListenerHub:
+    """Listeners by store (backend identity + namespace) and key, shared in the process.
+
+    A listener registered through one ``SecureStorage`` hears writes made through
+    any other instance on the same store -- a widget panel sees ``%secure_write``.
+    Unregistering through an instance removes only what that instance registered.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[tuple[int, str, str, Listener]] = []
+
+    def add(self, owner: int, store: str, key: str, listener: Listener) -> None:
+        with self._lock:
+            self._entries.append((owner, store, key, listener))
+
+    def remove(
+        self,
+        owner: int,
+        key: str | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        with self._lock:
+            self._entries = [
+                entry
+                for entry in self._entries
+                if not (
+                    entry[0] == owner
+                    and (key is None or entry[2] == key)
+                    and (listener is None or entry[3] == listener)
+                )
+            ]
+
+    def listeners(self, store: str, key: str) -> list[Listener]:
+        with self._lock:
+            return [entry[3] for entry in self._entries if entry[1] == store and entry[2] == key]
+
+    def fire(self, store: str, key: str, value: Secret | None) -> None:
+        for listener in self.listeners(store, key):
+            try:
+                listener(value)
+            except Exception as error:
+                # The exception's text could quote a value the listener revealed: log its type.
+                logger.warning(
+                    "A listener for %r (%s) raised %s; the write itself succeeded.",
+                    key,
+                    getattr(listener, "__qualname__", type(listener).__name__),
+                    type(error).__name__,
+                )
+
+
+_hub = _ListenerHub()
+
+
+# --- choosing the backend ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend is in use and why (shown by ``list``, ``doctor`` and ``%secure_status``)."""
+
+    name: str
+    reason: str
+
+
+_auto_choice_lock = threading.Lock()
+_auto_warned: set[str] = set()
+
+
+def _choose_auto(parent: SecureStorage) -> tuple[Backend, BackendChoice]:
+    keyring_backend = load_backend_class("keyring")(parent=parent)
+    diagnosis = keyring_backend.diagnose()
+    if diagnosis.usable:
+        return keyring_backend, BackendChoice("keyring", f"auto: {diagnosis.summary}")
+    vault = load_backend_class("vault")(parent=parent)
+    reason = f"auto: no usable OS keystore ({diagnosis.summary}); using the encrypted vault"
+    with _auto_choice_lock:
+        if vault.location not in _auto_warned:
+            _auto_warned.add(vault.location)
+            logger.warning(
+                "jupyter-secure-storage: no usable OS keystore (%s) -- using the encrypted "
+                "vault at %s. Run `jupyter-secure-storage doctor` for details.",
+                diagnosis.summary,
+                vault.location,
+            )
+    return vault, BackendChoice("vault", reason)
+
+
+# --- the facade --------------------------------------------------------------------------
+
+
+class SecureStorage(LoggingConfigurable):
+    """Keep secrets in the OS keystore, an encrypted vault, or a paired phone.
+
+    >>> store = SecureStorage(backend="memory")
+    >>> store.write("OPENAI_API_KEY", "sk-example")
+    >>> store.read("OPENAI_API_KEY")
+    Secret('OPENAI_API_KEY', '********')
+    """
+
+    backend = Union(
+        [Unicode(), Instance(Backend)],
+        default_value="auto",
+        help=(
+            "Where values live: 'auto' (the OS keystore when one is usable, else the "
+            "vault), 'keyring', 'vault', 'memory', or a plugin's name. "
+            "JUPYTER_SECURE_STORAGE_BACKEND wins over this setting."
+        ),
+    ).tag(config=True)
+
+    namespace = Unicode(
+        "default",
+        help="Keys live in a namespace; different namespaces never see each other's keys.",
+    ).tag(config=True)
+
+    max_value_length = Int(
+        1_048_576, help="The longest value accepted, in characters. Longer ones are refused."
+    ).tag(config=True)
+
+    @validate("namespace")
+    def _validate_namespace(self, proposal: Any) -> str:
+        return validate_namespace(proposal["value"])
+
+    def __init__(self, **kwargs: Any) -> None:
+        if "config" not in kwargs:
+            config = load_config_files()
+            parent = kwargs.get("parent")
+            if parent is not None and getattr(parent, "config", None) is not None:
+                config.merge(parent.config)
+            kwargs["config"] = config
+        super().__init__(**kwargs)
+        self._backend_source = "argument" if "backend" in kwargs else "config or default"
+        if "backend" not in kwargs and env_value(ENV_BACKEND):
+            self.backend = env_value(ENV_BACKEND)
+            self._backend_source = ENV_BACKEND
+        self._resolved: tuple[Backend, BackendChoice] | None = None
+        self._resolve_lock = threading.Lock()
+
+    # --- the backend in use ---------------------------------------------------------------
+
+    def _resolve(self) -> tuple[Backend, BackendChoice]:
+        if self._resolved is None:
+            with self._resolve_lock:
+                if self._resolved is None:
+                    self._resolved = self._make_backend()
+        return self._resolved
+
+    def _make_backend(self) -> tuple[Backend, BackendChoice]:
+        chosen = self.backend
+        if isinstance(chosen, Backend):
+            return chosen, BackendChoice(chosen.name, "given as an object")
+        if chosen == "auto":
+            return _choose_auto(self)
+        try:
+            backend_class = load_backend_class(chosen)
+        except UnknownBackendError as error:
+            if self._backend_source == ENV_BACKEND:
+                raise UnknownBackendError(
+                    f"{ENV_BACKEND}={chosen!r} names no storage backend.", error.remedy
+                ) from None
+            raise
+        instance = backend_class(parent=self)
+        if backend_class.name in ("keyring",):
+            # Asked for by name: fail now, with the cause, rather than at first use.
+            instance.ensure_usable()
+        return instance, BackendChoice(backend_class.name, f"chosen by {self._backend_source}")
+
+    @property
+    def backend_object(self) -> Backend:
+        """The backend instance in use (resolving ``auto`` on first access)."""
+        return self._resolve()[0]
+
+    @property
+    def backend_choice(self) -> BackendChoice:
+        return self._resolve()[1]
+
+    @property
+    def backend_name(self) -> str:
+        return self._resolve()[1].name
+
+    def diagnose(self) -> Diagnosis:
+        return self.backend_object.diagnose()
+
+    @property
+    def _store_id(self) -> str:
+        return f"{self.backend_object.identity}|{self.namespace}"
+
+    # --- the flutter_secure_storage API ----------------------------------------------------
+
+    def write(self, key: str, value: str | Secret | None) -> None:
+        """Store ``value`` under ``key``; ``None`` deletes it (as flutter_secure_storage does)."""
+        key = validate_key(key)
+        if value is None:
+            self.delete(key)
+            return
+        plain = validate_value(value, self.max_value_length)
+        secret = Secret(plain, key)  # announces the value before it goes anywhere
+        backend = self.backend_object
+        limit = backend.max_value_length()
+        if limit is not None and len(plain) > limit:
+            raise ValueTooLargeError(
+                f"The value is {len(plain)} characters; the {backend.name} backend takes "
+                f"at most {limit}.",
+                "Choose another backend for large values (the vault takes up to "
+                "c.SecureStorage.max_value_length). Nothing was stored.",
+            )
+        backend.set(self.namespace, key, plain)
+        _hub.fire(self._store_id, key, secret)
+
+    def read(self, key: str) -> Secret | None:
+        """The value stored under ``key`` as a :class:`Secret`, or ``None``."""
+        key = validate_key(key)
+        value = self.backend_object.get(self.namespace, key)
+        return None if value is None else Secret(value, key)
+
+    def contains_key(self, key: str) -> bool:
+        key = validate_key(key)
+        return self.backend_object.contains(self.namespace, key)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``. A missing key is not an error."""
+        key = validate_key(key)
+        if self.backend_object.delete(self.namespace, key):
+            _hub.fire(self._store_id, key, None)
+
+    def read_all(self) -> dict[str, Secret]:
+        """Every key of the namespace with its value, as Secrets."""
+        values = self.backend_object.get_all(self.namespace)
+        return {key: Secret(value, key) for key, value in sorted(values.items())}
+
+    def delete_all(self) -> None:
+        """Remove every key of the namespace (other namespaces are untouched)."""
+        for key in self.backend_object.delete_all(self.namespace):
+            _hub.fire(self._store_id, key, None)
+
+    def keys(self) -> list[str]:
+        """The names in the namespace, sorted. Never values."""
+        return sorted(self.backend_object.list_names(self.namespace))
+
+    def namespaces(self) -> list[str]:
+        """Namespaces in this backend that hold at least one key."""
+        return self.backend_object.list_namespaces()
+
+    # --- async twins: the same operations off the event loop's thread ----------------------
+
+    async def awrite(self, key: str, value: str | Secret | None) -> None:
+        await asyncio.to_thread(self.write, key, value)
+
+    async def aread(self, key: str) -> Secret | None:
+        return await asyncio.to_thread(self.read, key)
+
+    async def acontains_key(self, key: str) -> bool:
+        return await asyncio.to_thread(self.contains_key, key)
+
+    async def adelete(self, key: str) -> None:
+        await asyncio.to_thread(self.delete, key)
+
+    async def aread_all(self) -> dict[str, Secret]:
+        return await asyncio.to_thread(self.read_all)
+
+    async def adelete_all(self) -> None:
+        await asyncio.to_thread(self.delete_all)
+
+    async def akeys(self) -> list[str]:
+        return await asyncio.to_thread(self.keys)
+
+    # --- listeners -------------------------------------------------------------------------
+
+    def register_listener(self, key: str, listener: Listener) -> None:
+        """Call ``listener(secret)`` after each write of ``key``; ``listener(None)`` after a delete.
+
+        Listeners hear changes made through any ``SecureStorage`` of this process on
+        the same backend and namespace. They run in the thread that made the change.
+        """
+        key = validate_key(key)
+        if not callable(listener):
+            raise InvalidValueTypeError(
+                f"A listener is a callable, not {type(listener).__name__}.",
+                "Pass a function taking one argument (a Secret, or None after a delete).",
+            )
+        _hub.add(id(self), self._store_id, key, listener)
+
+    def unregister_listener(self, key: str, listener: Listener) -> None:
+        _hub.remove(id(self), validate_key(key), listener)
+
+    def unregister_all_listeners_for_key(self, key: str) -> None:
+        _hub.remove(id(self), validate_key(key))
+
+    def unregister_all_listeners(self) -> None:
+        _hub.remove(id(self))
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            _hub.remove(id(self))
+
+    def __repr__(self) -> str:
+        if self._resolved is None:
+            return f"SecureStorage(backend={self.backend!r}, namespace={self.namespace!r})"
+        backend, _ = self._resolved
+        return (
+            f"SecureStorage(backend={backend.name!r}, namespace={self.namespace!r}, "
+            f"location={backend.location!r})"
+        )
+
+
+def config_for(**traits: Any) -> Config:
+    """A ``Config`` from ``{"VaultBackend.path": ..., ...}`` pairs (handy in scripts and tests)."""
+    config = Config()
+    for dotted, value in traits.items():
+        section, _, name = dotted.partition(".")
+        config[section][name] = value
+    return config
+
+
+__all__ = [
+    "BackendChoice",
+    "Listener",
+    "SecureStorage",
+    "SecureStorageError",
+    "config_for",
+    "validate_key",
+    "validate_namespace",
+    "validate_value",
+]
