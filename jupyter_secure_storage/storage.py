@@ -211,9 +211,8 @@ def _choose_auto(parent: SecureStorage) -> tuple[Backend, BackendChoice]:
         if vault.location not in _auto_warned:
             _auto_warned.add(vault.location)
             logger.warning(
-                "jupyter-secure-storage: no usable OS keystore (%s) -- using the encrypted "
-                "vault at %s. Run `jupyter-secure-storage doctor` for details.",
-                diagnosis.summary,
+                "No usable OS keystore: using the encrypted vault at %s "
+                "(`jupyter-secure-storage doctor` explains why).",
                 vault.location,
             )
     return vault, BackendChoice("vault", reason)
