@@ -475,24 +475,34 @@ class KeyringBackend(Backend):
 
     # --- can it work here? -------------------------------------------------------------------
 
+    def _probe(self) -> Any:
+        """Resolve the keystore and read our own index item: proves it answers and is unlocked
+        without creating anything. Raises the typed error that says why not."""
+        keyring_backend = self.keyring
+        self._raw_get(self._namespaces_service, self._NAMESPACES_ACCOUNT)
+        return keyring_backend
+
+    def ensure_usable(self) -> None:
+        self._probe()
+
     def diagnose(self) -> Diagnosis:
         try:
-            keyring_backend = self.keyring
+            keyring_backend = self._probe()
         except SecureStorageError as error:
-            return Diagnosis(self.name, False, error.cause, error.remedy)
-        details = [f"keyring backend: {_keyring_name(keyring_backend)}"]
+            details: tuple[str, ...] = ()
+            if self._keyring is not None:
+                details = (f"keyring backend: {_keyring_name(self._keyring)}",)
+            return Diagnosis(self.name, False, error.cause, error.remedy, details)
         cap = self._item_cap
-        details.append(
-            f"item size cap: {cap} bytes (longer values are chunked)"
-            if cap
-            else "item size cap: none"
-        )
-        try:
-            # A read of our own index item: proves the keystore answers (and is
-            # unlocked) without creating anything.
-            self._raw_get(self._namespaces_service, self._NAMESPACES_ACCOUNT)
-        except SecureStorageError as error:
-            return Diagnosis(self.name, False, error.cause, error.remedy, tuple(details))
         return Diagnosis(
-            self.name, True, f"ready ({_keyring_name(keyring_backend)})", "", tuple(details)
+            self.name,
+            True,
+            f"ready ({_keyring_name(keyring_backend)})",
+            "",
+            (
+                f"keyring backend: {_keyring_name(keyring_backend)}",
+                f"item size cap: {cap} bytes (longer values are chunked)"
+                if cap
+                else "item size cap: none",
+            ),
         )

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run the storage benchmarks (bench/storage.py) under a real, throwaway Secret Service:
+# installs what they need (Debian: gnome-keyring, dbus, libsecret-tools; the package
+# into the venv), then starts gnome-keyring inside dbus-run-session with a temporary
+# HOME, so no real keyring is ever touched.
+# Usage: bash bench/run.sh [bench/storage.py options, e.g. --quick]
+# Results: the table on stdout, and bench/results/storage.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+apt_install gnome-keyring dbus libsecret-tools
+venv_install .
+
+step "storage benchmarks, under a real Secret Service with a throwaway HOME"
+bench_home="$(mktemp -d)"
+trap 'rm -rf "$bench_home"' EXIT
+# The unlock password of the throwaway login keyring; not a secret.
+export JSS_BENCH_KEYRING_PASSWORD="throwaway-bench-keyring"
+HOME="$bench_home" XDG_DATA_HOME="$bench_home/.local/share" XDG_CONFIG_HOME="$bench_home/.config" \
+  dbus-run-session -- bash -c '
+    printf %s "$JSS_BENCH_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+    exec "$0" bench/storage.py --require-keyring "$@"' "$VENV/bin/python" "$@" \
+  2> >(grep -v "Failed to set fd limit" >&2)
