@@ -36,7 +36,6 @@ iterations, to check the script itself.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -257,10 +256,15 @@ def bench_keyring(counts: Counts) -> tuple[Row, str]:
             counts.keyring_rounds,
         )
     finally:
-        with contextlib.suppress(Exception):
+        try:
             store.delete_all()
-        with contextlib.suppress(Exception):
             keyring.delete_password(raw_service, key)
+        except Exception as error:
+            print(
+                f"warning: could not remove the benchmark's keyring items under {prefix}* "
+                f"({type(error).__name__}); delete them with your keystore's tool.",
+                file=sys.stderr,
+            )
     ours_ns, raw_ns = statistics.median(ours), statistics.median(raw)
     row = Row(
         measurement,

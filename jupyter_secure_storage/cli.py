@@ -313,8 +313,17 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format=f"{PROG}: %(message)s", level=logging.WARNING)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
     out, err = sys.stdout, sys.stderr
+    if extras:
+        # Never echo them: a stray argument is often a value typed where it must not be.
+        err.write(
+            f"{PROG}: {len(extras)} unexpected argument(s), not shown. Values are never "
+            f"given on the command line (they stay in shell history and process lists): "
+            f"run `{PROG} write KEY` to be prompted, or pipe the value with --stdin. "
+            "If a real secret was typed, rotate it and remove it from your shell history.\n"
+        )
+        return 2
     try:
         return COMMANDS[args.command](args, out, err)
     except (UsageProblem, InvalidKeyError) as error:

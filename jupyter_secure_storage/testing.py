@@ -236,7 +236,7 @@ class StorageBehaviour:
             store.write("LIMITED", "y" * (store.max_value_length + 1))
         assert same(store.read("LIMITED"), old)
 
-    # --- bad input: typed errors, nothing stored, nothing echoed -------------------------------
+    # --- bad input: typed errors, nothing stored, nothing echoed ------------------------------
 
     @pytest.mark.parametrize(
         "bad_key",

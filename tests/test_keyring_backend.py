@@ -103,7 +103,7 @@ def test_splitting_keeps_every_character_and_respects_the_cap(value: str) -> Non
         assert all(len(c.encode()) <= cap for c in chunks if len(c) > 1)
 
 
-# --- the index of names under concurrent writers -----------------------------------------------
+# --- the index of names under concurrent writers ----------------------------------------------
 
 INDEX_WRITER = textwrap.dedent(
     """
@@ -146,7 +146,7 @@ def test_a_name_whose_item_vanished_is_skipped_by_read_all(keyring_prefix: str) 
     assert same(everything["KEPT"], kept)
 
 
-# --- no Secret Service, plaintext keyrings ------------------------------------------------------
+# --- no Secret Service, plaintext keyrings ----------------------------------------------------
 
 PROBE = textwrap.dedent(
     """

@@ -276,12 +276,16 @@ class VaultBackend(Backend):
             self.path = from_env
         #: Replaces getpass (tests, widgets). Called with the prompt text.
         self.prompt_function: passphrase_prompt.PromptFunction | None = None
+        self._file: tuple[str, Path] | None = None
 
     # --- identity ----------------------------------------------------------------------
 
     @property
     def file(self) -> Path:
-        return Path(os.path.abspath(os.path.expanduser(self.path)))
+        # Resolved once per path: reads use it twice, and they are the hot path.
+        if self._file is None or self._file[0] != self.path:
+            self._file = (self.path, Path(os.path.abspath(os.path.expanduser(self.path))))
+        return self._file[1]
 
     @property
     def location(self) -> str:
