@@ -442,3 +442,52 @@ def test_parse_vault_reports_structure_without_a_passphrase(
     assert [slot.kind for slot in parsed.slots] == ["passphrase"]
     assert parsed.slots[0].params["kdf"] == "argon2id"
     assert len(parsed.body_nonce) == 12
+
+
+# --- the vault key kept in the OS keystore ----------------------------------------------
+
+
+@pytest.mark.secret_service
+@pytest.mark.usefixtures("secret_service")
+def test_a_vault_with_its_key_in_the_keystore_opens_without_a_passphrase(
+    vault_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = fast_kdf_config()
+    config.VaultBackend.key_in_keyring = True
+    value = canary()
+    SecureStorage(backend="vault", config=config).write("K", value)
+    assert [slot.kind for slot in parse_vault(vault_env.read_bytes()).slots] == [
+        "passphrase",
+        "keyring",
+    ]
+    forget_unlocked_keys()
+    monkeypatch.delenv("JUPYTER_SECURE_STORAGE_PASSPHRASE")
+    assert same(SecureStorage(backend="vault", config=config).read("K"), value)
+
+
+@pytest.mark.secret_service
+@pytest.mark.usefixtures("secret_service")
+def test_turning_on_key_in_keyring_adds_a_slot_to_an_existing_vault(
+    filled_vault: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, values = filled_vault
+    config = fast_kdf_config()
+    config.VaultBackend.key_in_keyring = True
+    assert SecureStorage(backend="vault", config=config).keys() == sorted(values)
+    assert "keyring" in [slot.kind for slot in parse_vault(path.read_bytes()).slots]
+    forget_unlocked_keys()
+    monkeypatch.delenv("JUPYTER_SECURE_STORAGE_PASSPHRASE")
+    assert same(SecureStorage(backend="vault", config=config).read("KEY_2"), values["KEY_2"])
+    # When the keystore loses that key (another machine, a reset keyring), the
+    # passphrase slot still opens the vault.
+    vault_id = parse_vault(path.read_bytes()).vault_id
+    cleared = subprocess.run(
+        ["secret-tool", "clear", "service", vault_module.KEYRING_KEY_SERVICE, "username", vault_id],
+        check=False,
+    )
+    assert cleared.returncode == 0
+    forget_unlocked_keys()
+    with pytest.raises(VaultLockedError):
+        vault_store().read("KEY_0")
+    monkeypatch.setenv("JUPYTER_SECURE_STORAGE_PASSPHRASE", PASSPHRASE)
+    assert same(vault_store().read("KEY_0"), values["KEY_0"])
