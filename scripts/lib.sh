@@ -7,7 +7,9 @@ step() { printf '\n==> %s\n' "$*"; }
 apt_install() {
     local missing=()
     for package in "$@"; do
-        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+        # "install ok installed" only: a removed package leaves dpkg -s succeeding.
+        [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" = "install ok installed" ] \
+            || missing+=("$package")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     step "installing Debian packages: ${missing[*]}"
@@ -24,5 +26,7 @@ venv_install() {
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
     fi
     step "installing the package ($*) into $VENV"
-    "$VENV/bin/pip" install --quiet -e "$@"
+    # This machine kind's pip.conf names local package folders that may be absent;
+    # pip warns about each one. Those warnings say nothing about the project.
+    "$VENV/bin/pip" install --quiet -e "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2)
 }

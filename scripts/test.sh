@@ -25,5 +25,6 @@ export JSS_TEST_KEYRING_PASSWORD="throwaway-test-keyring"
 HOME="$test_home" XDG_DATA_HOME="$test_home/.local/share" XDG_CONFIG_HOME="$test_home/.config" \
 JSS_REQUIRE_SECRET_SERVICE=1 \
   dbus-run-session -- bash -c '
+    set -e
     printf %s "$JSS_TEST_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
     exec "$0" -m pytest "$@"' "$VENV/bin/python" "$@" 2> >(grep -v "Failed to set fd limit" >&2)

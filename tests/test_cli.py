@@ -357,3 +357,42 @@ def test_jupyter_subcommand_and_console_script_work(env: dict[str, str]) -> None
         )
         assert done.returncode == 0, done.stderr
         assert [row["name"] for row in json.loads(done.stdout)] == ["VIA_JUPYTER"]
+
+
+def test_vault_passphrases_are_prompted_for_at_a_terminal(env: dict[str, str]) -> None:
+    at_terminal = dict(env)
+    del at_terminal["JUPYTER_SECURE_STORAGE_PASSPHRASE"]
+    typed_passphrase = "typed at the terminal"
+    value = canary()
+    child = spawn(at_terminal, "write", "PROMPTED")
+    child.expect("Value for PROMPTED: ")
+    child.sendline(value)
+    child.expect("Repeat the value")
+    child.sendline(value)
+    child.expect("New passphrase for the vault")
+    child.sendline(typed_passphrase)
+    child.expect("Repeat the passphrase")
+    child.sendline(typed_passphrase)
+    child.expect(pexpect.EOF)
+    transcript = child.before
+    child.close()
+    assert child.exitstatus == 0
+    assert value not in transcript
+    assert typed_passphrase not in transcript
+
+    child = spawn(at_terminal, "list")
+    child.expect("Passphrase for the vault")
+    child.sendline(typed_passphrase)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "PROMPTED" in child.before
+
+    child = spawn(at_terminal, "list")
+    child.expect("Passphrase for the vault")
+    child.sendline("not it at all")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert "does not open" in child.before
+    assert "PROMPTED" not in child.before
