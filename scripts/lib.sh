@@ -26,7 +26,11 @@ venv_install() {
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
     fi
     step "installing the package ($*) into $VENV"
-    # This machine kind's pip.conf names local package folders that may be absent;
-    # pip warns about each one. Those warnings say nothing about the project.
-    "$VENV/bin/pip" install --quiet -e "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2)
+    pip_install -e "$@"
+}
+
+# This machine kind's pip.conf names local package folders that may be absent; pip
+# warns about each one. Those warnings say nothing about the project.
+pip_install() {
+    "$VENV/bin/pip" install --quiet "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2)
 }

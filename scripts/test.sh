@@ -10,7 +10,7 @@ apt_install gnome-keyring dbus libsecret-tools
 venv_install ".[test]"
 # A real plaintext keyring (keyrings.alt), kept out of the venv: only the tests
 # that prove it is refused put it on their PYTHONPATH.
-"$VENV/bin/pip" install --quiet --no-deps --upgrade --target "$VENV/extras/keyrings-alt" "keyrings.alt>=5"
+pip_install --no-deps --upgrade --target "$VENV/extras/keyrings-alt" "keyrings.alt>=5"
 
 step "lint (ruff) and types (mypy)"
 "$VENV/bin/ruff" check .
