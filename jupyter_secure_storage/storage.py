@@ -292,9 +292,7 @@ class SecureStorage(LoggingConfigurable):
                 ) from None
             raise
         instance = backend_class(parent=self)
-        if backend_class.name in ("keyring",):
-            # Asked for by name: fail now, with the cause, rather than at first use.
-            instance.ensure_usable()
+        instance.ensure_usable()
         return instance, BackendChoice(backend_class.name, f"chosen by {self._backend_source}")
 
     @property

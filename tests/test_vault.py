@@ -491,3 +491,27 @@ def test_turning_on_key_in_keyring_adds_a_slot_to_an_existing_vault(
         vault_store().read("KEY_0")
     monkeypatch.setenv("JUPYTER_SECURE_STORAGE_PASSPHRASE", PASSPHRASE)
     assert same(vault_store().read("KEY_0"), values["KEY_0"])
+
+
+def test_key_in_keyring_without_a_usable_keystore_warns_once_and_keeps_working(
+    vault_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import keyring
+    from keyring.backends import fail
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        config = fast_kdf_config()
+        config.VaultBackend.key_in_keyring = True
+        store = SecureStorage(backend="vault", config=config)
+        value = canary()
+        with caplog.at_level("WARNING"):
+            store.write("K", value)
+            for _ in range(3):
+                assert same(store.read("K"), value)
+    finally:
+        keyring.set_keyring(previous)
+    warnings = [r for r in caplog.records if "OS keystore" in r.getMessage()]
+    assert len(warnings) == 1
+    assert [slot.kind for slot in parse_vault(vault_env.read_bytes()).slots] == ["passphrase"]

@@ -47,12 +47,6 @@ class Diagnosis:
     remedy: str = ""
     details: tuple[str, ...] = ()
 
-    def as_error(self) -> BackendUnavailableError:
-        return BackendUnavailableError(
-            f"The {self.backend} backend is not usable: {self.summary}",
-            self.remedy or None,
-        )
-
 
 class Backend(LoggingConfigurable):
     """Base class of every backend. Subclasses set ``name`` and implement the four operations."""
@@ -128,9 +122,12 @@ class Backend(LoggingConfigurable):
         return Diagnosis(self.name, True, f"ready ({self.location})")
 
     def ensure_usable(self) -> None:
-        diagnosis = self.diagnose()
-        if not diagnosis.usable:
-            raise diagnosis.as_error()
+        """Raise the typed error that says why this backend cannot work here, if it cannot.
+
+        Called when a backend is chosen by name, so a missing keystore is reported at
+        once rather than at the first read. The default does nothing: the first
+        operation raises its own typed error.
+        """
 
     def close(self) -> None:
         """Release what the backend holds (connections, unlocked keys)."""

@@ -277,6 +277,7 @@ class VaultBackend(Backend):
         #: Replaces getpass (tests, widgets). Called with the prompt text.
         self.prompt_function: passphrase_prompt.PromptFunction | None = None
         self._file: tuple[str, Path] | None = None
+        self._keyring_slot_failed = False
 
     # --- identity ----------------------------------------------------------------------
 
@@ -489,6 +490,7 @@ class VaultBackend(Backend):
                 "the vault still opens with its passphrase.",
                 error.cause,
             )
+            self._keyring_slot_failed = True
             return False
         nonce, wrapped = _wrap(kek, opened.data_key, opened.vault_id, "keyring")
         opened.slots = [s for s in opened.slots if s.kind != "keyring"]
@@ -496,7 +498,13 @@ class VaultBackend(Backend):
         return True
 
     def _wants_keyring_slot(self, opened: _OpenVault) -> bool:
-        return self.key_in_keyring and not any(s.kind == "keyring" for s in opened.slots)
+        # After one failed attempt (keystore unreachable) this process stops trying:
+        # every read would otherwise take the lock and log the same warning.
+        return (
+            self.key_in_keyring
+            and not self._keyring_slot_failed
+            and not any(s.kind == "keyring" for s in opened.slots)
+        )
 
     def _write_lock(self) -> InterProcessLock:
         lock = self._locked()
