@@ -13,4 +13,27 @@ from .errors import SecureStorageError
 from .secret import Secret, secret_registry
 from .storage import SecureStorage
 
-__all__ = ["Secret", "SecureStorage", "SecureStorageError", "__version__", "secret_registry"]
+
+def load_ipython_extension(shell: object) -> None:
+    """``%load_ext jupyter_secure_storage``: magics, output redaction, history guard."""
+    from .kernel.extension import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: object) -> None:
+    """Undo everything ``load_ipython_extension`` installed."""
+    from .kernel.extension import unload_ipython_extension as unload
+
+    unload(shell)
+
+
+__all__ = [
+    "Secret",
+    "SecureStorage",
+    "SecureStorageError",
+    "__version__",
+    "load_ipython_extension",
+    "secret_registry",
+    "unload_ipython_extension",
+]

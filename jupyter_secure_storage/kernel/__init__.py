@@ -1,0 +1,1 @@
+"""The kernel side: IPython extension, magics, output redaction, history guard, injection."""

@@ -1,0 +1,431 @@
+"""``%secure_*`` magics: the notebook front end of ``SecureStorage``.
+
+Magic lines take key names, never values: IPython stores a cell's source in history
+before running it, so ``%secure_write`` prompts for the value with the kernel's
+password input instead, and refuses (without repeating it) anything typed after the
+key. Mistakes raise ``UsageError``: one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Dict, Unicode
+
+from .. import passphrase as prompting
+from .._version import __version__
+from ..errors import SecureStorageError
+from ..secret import Secret, secret_registry
+from ..storage import SecureStorage
+from .history_guard import split_write_arguments
+from .redaction import OutputRedactor
+
+_TOKEN_PREFIXES = re.compile(
+    r"^(sk-|sk_|pk_|rk_|ghp_|gho_|ghs_|github_pat_|glpat-|xox[abposr]-|AKIA|AIza|hf_|eyJ)"
+)
+
+
+def looks_like_a_value(text: str) -> bool:
+    """Whether ``text`` is more likely a pasted secret than a key name (so: never echo it)."""
+    if text in secret_registry or _TOKEN_PREFIXES.match(text):
+        return True
+    if len(text) < 20:
+        return False
+    counts = Counter(text)
+    entropy = -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+    has_digit = any(c.isdigit() for c in text)
+    has_mixed_case = any(c.islower() for c in text) and any(c.isupper() for c in text)
+    return entropy > 3.5 and has_digit and has_mixed_case
+
+
+def shown(key: str) -> str:
+    """A key as it may appear in a message."""
+    return (
+        "(the name given, not shown: it looks like a value)"
+        if looks_like_a_value(key)
+        else repr(key)
+    )
+
+
+NO_PROMPT_REMEDY = (
+    "This kernel cannot prompt: the notebook runs without stdin (nbclient, papermill, "
+    "or a front end without input support). Provision the value beforehand: "
+    "`jupyter-secure-storage write KEY` in a terminal (or `... write KEY --stdin` from "
+    "a CI secret), with the vault chosen by JUPYTER_SECURE_STORAGE_BACKEND=vault and "
+    "unlocked by JUPYTER_SECURE_STORAGE_PASSPHRASE; or read it from a paired device."
+)
+
+
+@magics_class
+class SecureStorageMagics(Magics):
+    """``%secure_write``, ``%secure_read``, ``%secure_env``, ``%secure_delete``,
+    ``%secure_list``, ``%secure_status``, ``%secure_redaction`` and ``%%secure_unredacted``."""
+
+    inject_env = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help=(
+            "Environment variables filled from the store when the extension loads, before "
+            "any cell runs: {'OPENAI_API_KEY': 'openai'} sets $OPENAI_API_KEY to the value "
+            "stored under the key 'openai'. Missing keys are reported, not fatal."
+        ),
+    ).tag(config=True)
+
+    def __init__(self, shell: Any = None, redactor: OutputRedactor | None = None, **kwargs: Any):
+        super().__init__(shell=shell, **kwargs)
+        self.store = SecureStorage(parent=self)
+        self.redactor = redactor
+        self.redaction_installed = False
+        #: Replaces getpass when set (tests). Called with the prompt text.
+        self.prompt_function: prompting.PromptFunction | None = None
+        self.injected: dict[str, str] = {}
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _store(self, namespace: str | None) -> SecureStorage:
+        if not namespace or namespace == self.store.namespace:
+            return self.store
+        try:
+            return SecureStorage(
+                parent=self, backend=self.store.backend_object, namespace=namespace
+            )
+        except SecureStorageError as error:
+            raise UsageError(str(error)) from None
+
+    def _parse(self, function: Any, line: str, magic: str) -> Any:
+        try:
+            return parse_argstring(function, line)
+        except UsageError as error:
+            if "unrecognized arguments" in str(error):
+                raise UsageError(
+                    f"%{magic}: unexpected extra argument(s), not shown (a value must never "
+                    f"be typed on a magic line). See %{magic}?"
+                ) from None
+            raise
+
+    def _where(self, store: SecureStorage) -> str:
+        return f"namespace {store.namespace!r}, {store.backend_name}"
+
+    def _read_or_fail(self, store: SecureStorage, key: str, magic: str) -> Secret:
+        try:
+            secret = store.read(key)
+        except SecureStorageError as error:
+            raise UsageError(f"%{magic}: {error}") from None
+        if secret is None:
+            raise UsageError(f"%{magic}: no key named {shown(key)} in {self._where(store)}.")
+        return secret
+
+    # --- write ------------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("key", help="the name to store the value under")
+    @argument("-n", "--namespace", help="the namespace (default: the store's)")
+    @line_magic
+    def secure_write(self, line: str) -> None:
+        """Store a value under KEY, typed at a password prompt (never on the magic line).
+
+        The value never enters the cell's source, so it stays out of the saved notebook
+        and IPython's history. Where the notebook runs without stdin (nbclient,
+        papermill) provision the value from a terminal instead:
+        ``jupyter-secure-storage write KEY``.
+        """
+        positionals, _, extras = split_write_arguments(line)
+        if extras:
+            raise UsageError(
+                "%secure_write takes a key name only; the text after it was not stored and is "
+                "not shown, and it was kept out of IPython's history. Run `%secure_write KEY` "
+                "and paste the value at the prompt. If that text was a real secret, delete "
+                "it from this cell now and rotate it."
+            )
+        if not positionals:
+            raise UsageError("%secure_write needs a key name: %secure_write OPENAI_API_KEY")
+        args = self._parse(self.secure_write, line, "secure_write")
+        store = self._store(args.namespace)
+        try:
+            store.contains_key(args.key)  # a bad key, a locked store: fail before asking
+            value = prompting.ask(f"Value for {args.key} (hidden): ", self.prompt_function)
+        except prompting.NoPrompt:
+            raise UsageError(f"%secure_write: {NO_PROMPT_REMEDY}") from None
+        except SecureStorageError as error:
+            raise UsageError(f"%secure_write: {error}") from None
+        if not value:
+            raise UsageError("%secure_write: nothing was entered; nothing was stored.")
+        try:
+            store.write(args.key, value)
+        except SecureStorageError as error:
+            raise UsageError(f"%secure_write: {error}") from None
+        print(f"saved {args.key} · {len(value)} characters · {self._where(store)}")
+
+    # --- read ---------------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("key", help="the key to read")
+    @argument(
+        "--env",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="VAR",
+        help="put the value in os.environ[VAR] (default VAR: the key) instead of returning it",
+    )
+    @argument("-n", "--namespace", help="the namespace (default: the store's)")
+    @line_magic
+    def secure_read(self, line: str) -> Secret | None:
+        """Read KEY: ``x = %secure_read KEY`` gives a Secret (``x.reveal()`` is the str).
+
+        With ``--env [VAR]`` the value goes into the environment instead, for libraries
+        that read their key from there (``%secure_read openai --env OPENAI_API_KEY``).
+        """
+        args = self._parse(self.secure_read, line, "secure_read")
+        store = self._store(args.namespace)
+        secret = self._read_or_fail(store, args.key, "secure_read")
+        if args.env is None:
+            return secret
+        variable = args.env or args.key
+        _check_variable(variable, "secure_read")
+        os.environ[variable] = secret.reveal()
+        print(f"${variable} set from {args.key} ({len(secret)} characters)")
+        return None
+
+    @magic_arguments()
+    @argument("pairs", nargs="+", metavar="KEY[=VAR]", help="keys to put in the environment")
+    @argument("-n", "--namespace", help="the namespace (default: the store's)")
+    @line_magic
+    def secure_env(self, line: str) -> None:
+        """Put several keys into ``os.environ``: ``%secure_env openai=OPENAI_API_KEY HF_TOKEN``.
+
+        All or nothing: if a key is missing, no variable is set.
+        """
+        args = self._parse(self.secure_env, line, "secure_env")
+        store = self._store(args.namespace)
+        wanted = []
+        for pair in args.pairs:
+            key, _, variable = pair.partition("=")
+            variable = variable or key
+            _check_variable(variable, "secure_env")
+            wanted.append((key, variable))
+        values = {}
+        missing = []
+        for key, _variable in wanted:
+            try:
+                secret = store.read(key)
+            except SecureStorageError as error:
+                raise UsageError(f"%secure_env: {error}") from None
+            if secret is None:
+                missing.append(shown(key))
+            else:
+                values[key] = secret
+        if missing:
+            raise UsageError(
+                f"%secure_env: no key named {', '.join(missing)} in {self._where(store)}; "
+                "no variable was set."
+            )
+        for key, variable in wanted:
+            os.environ[variable] = values[key].reveal()
+        print("set " + ", ".join(f"${variable} (from {key})" for key, variable in wanted))
+
+    # --- delete, list, status -------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("key", help="the key to delete")
+    @argument("-n", "--namespace", help="the namespace (default: the store's)")
+    @line_magic
+    def secure_delete(self, line: str) -> None:
+        """Delete KEY from the store (a missing key is not an error)."""
+        args = self._parse(self.secure_delete, line, "secure_delete")
+        store = self._store(args.namespace)
+        try:
+            existed = store.contains_key(args.key)
+            store.delete(args.key)
+        except SecureStorageError as error:
+            raise UsageError(f"%secure_delete: {error}") from None
+        if existed:
+            print(f"deleted {args.key} from {self._where(store)}")
+        else:
+            print(f"no key named {shown(args.key)} in {self._where(store)}; nothing to delete")
+
+    @magic_arguments()
+    @argument("-n", "--namespace", help="the namespace (default: the store's)")
+    @argument("--all-namespaces", action="store_true", help="every namespace of the backend")
+    @line_magic
+    def secure_list(self, line: str) -> Any:
+        """A table of the names in the store, with namespace and backend. Never values."""
+        args = self._parse(self.secure_list, line, "secure_list")
+        store = self._store(args.namespace)
+        try:
+            namespaces = store.namespaces() if args.all_namespaces else [store.namespace]
+            rows = [
+                (name, namespace, store.backend_name)
+                for namespace in namespaces
+                for name in self._store(namespace).keys()
+            ]
+        except SecureStorageError as error:
+            raise UsageError(f"%secure_list: {error}") from None
+        return NameTable(rows, store.backend_object.location)
+
+    @line_magic
+    def secure_status(self, line: str = "") -> StatusReport:
+        """Backend, namespace, and the state of redaction (on/off, values registered)."""
+        lines = [f"jupyter-secure-storage {__version__}"]
+        try:
+            choice = self.store.backend_choice
+            lines.append(
+                f"backend    : {choice.name} ({self.store.backend_object.location})"
+                f" -- {choice.reason}"
+            )
+        except SecureStorageError as error:
+            lines.append(f"backend    : NOT usable -- {error}")
+        lines.append(f"namespace  : {self.store.namespace}")
+        lines.extend(self._redaction_status())
+        if self.injected:
+            lines.append(
+                "injected   : "
+                + ", ".join(f"${var} (from {key})" for var, key in sorted(self.injected.items()))
+            )
+        return StatusReport(lines)
+
+    def _redaction_status(self) -> list[str]:
+        registered = len(secret_registry)
+        redactor = self.redactor
+        if redactor is None or not self.redaction_installed:
+            return [
+                f"redaction  : not available here (no Jupyter kernel session); "
+                f"{registered} value(s) registered"
+            ]
+        matcher = redactor.engine.matcher
+        state = "ON" if redactor.enabled else "OFF (c.OutputRedactor.enabled = False)"
+        lines = [
+            f"redaction  : {state} -- {registered} value(s) registered, "
+            f"{len(matcher)} patterns ({matcher.kind}), min length {redactor.min_length}"
+        ]
+        if redactor.unredacted_cells:
+            cells = ", ".join(f"In[{n}]" for n in redactor.unredacted_cells)
+            lines.append(f"             cells run with %%secure_unredacted: {cells}")
+        lines.append("history    : guarded (values kept out of In, _iN and history.sqlite)")
+        return lines
+
+    # --- opting out of redaction, visibly -----------------------------------------------------
+
+    @line_magic
+    def secure_redaction(self, line: str) -> None:
+        """``%secure_redaction on`` / ``off``: turn output redaction on or off for this kernel."""
+        word = line.strip().lower()
+        if self.redactor is None or word not in ("on", "off"):
+            raise UsageError("usage: %secure_redaction on|off")
+        self.redactor.enabled = word == "on"
+        if word == "off":
+            print(
+                "Output redaction is OFF for this kernel: values printed from now on are shown "
+                "and saved with the notebook. `%secure_redaction on` restores it."
+            )
+        else:
+            print("Output redaction is ON.")
+
+    @cell_magic
+    def secure_unredacted(self, line: str, cell: str) -> Any:
+        """Run this cell with output redaction off (shown by %secure_status)."""
+        redactor, shell = self.redactor, self.shell
+        if shell is None:
+            raise UsageError("%%secure_unredacted needs an IPython shell")
+        kernel = getattr(shell, "kernel", None)
+        if redactor is not None and kernel is not None:
+            parent = kernel.get_parent() or {}
+            msg_id = parent.get("header", {}).get("msg_id")
+            if msg_id:
+                redactor.unredacted_parents.add(msg_id)
+                redactor.unredacted_cells.append(shell.execution_count)
+        print("Output redaction is off for this cell: what it prints is saved in the notebook.")
+        result = shell.run_cell(cell, store_history=False)
+        return result.result
+
+    # --- injection at kernel start ----------------------------------------------------------------
+
+    def inject_environment(self) -> list[str]:
+        """Fill ``os.environ`` from ``inject_env``; return one problem per line (never values)."""
+        problems = []
+        for variable, key in sorted(self.inject_env.items()):
+            try:
+                _check_variable(variable, "inject_env")
+                secret = self.store.read(key)
+            except (SecureStorageError, UsageError) as error:
+                problems.append(f"${variable} not set: {error}")
+                continue
+            if secret is None:
+                problems.append(
+                    f"${variable} not set: no key named {shown(key)} in {self._where(self.store)}"
+                )
+                continue
+            os.environ[variable] = secret.reveal()
+            self.injected[variable] = key
+        return problems
+
+
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_variable(variable: str, magic: str) -> None:
+    if not _VARIABLE.fullmatch(variable):
+        raise UsageError(
+            f"%{magic}: {shown(variable)} is not an environment variable name "
+            "(letters, digits and _, not starting with a digit)."
+        )
+
+
+class NameTable:
+    """What ``%secure_list`` returns: names only, as text and as an HTML table."""
+
+    def __init__(self, rows: list[tuple[str, str, str]], location: str) -> None:
+        self.rows = rows
+        self.location = location
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return f"(no keys; backend location: {self.location})"
+        width = max(len("NAME"), *(len(r[0]) for r in self.rows))
+        ns_width = max(len("NAMESPACE"), *(len(r[1]) for r in self.rows))
+        lines = [f"{'NAME':<{width}}  {'NAMESPACE':<{ns_width}}  BACKEND"]
+        lines += [f"{n:<{width}}  {ns:<{ns_width}}  {b}" for n, ns, b in self.rows]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self.rows:
+            return f"<i>no keys</i> <small>({html.escape(self.location)})</small>"
+        body = "".join(
+            "<tr>" + "".join(f"<td><code>{html.escape(c)}</code></td>" for c in row) + "</tr>"
+            for row in self.rows
+        )
+        return (
+            "<table><thead><tr><th>name</th><th>namespace</th><th>backend</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>"
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def names(self) -> list[str]:
+        return [row[0] for row in self.rows]
+
+
+class StatusReport:
+    """What ``%secure_status`` returns; shows as text."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))

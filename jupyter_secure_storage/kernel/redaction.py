@@ -1,0 +1,280 @@
+"""Redaction: find registered values (and their common encodings) in text and hide them.
+
+Three layers, each usable on its own:
+
+- :func:`encoded_forms` -- the strings a value can appear as in output: itself, its
+  standard and URL-safe base64 at each of the three byte alignments (so it is found
+  inside a longer base64 string such as HTTP Basic credentials), its URL-percent
+  encodings, its JSON-, HTML- and Python-repr-escaped forms, and each long line of
+  a multi-line value (PEM keys).
+- :class:`Matcher` -- every form of every value at once. Aho-Corasick (the C
+  automaton from ``pyahocorasick``) scans text once whatever the number of
+  patterns; overlapping hits are merged and replaced by ``[secret:NAME]``. It also
+  answers "could the end of this text be the start of a secret?", which is what
+  makes stream output chunk-safe.
+- :class:`RedactionEngine` -- a matcher kept in step with ``secret_registry`` (rebuilt
+  lazily when the registry's version changes) and a recursive scrub for message
+  content.
+
+Why Aho-Corasick: measured on 2 MB of output with 200 patterns, one ``re`` alternation
+took 495 ms, a ``str.find`` per pattern 35 ms (and grows with every pattern), the
+automaton 29 ms (and does not). ``bench/redaction.py`` has the figures for a kernel.
+Without ``pyahocorasick`` a per-pattern ``str.find`` matcher is used: slower, same results.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+from traitlets import Bool, Int, Unicode, observe
+from traitlets.config import Configurable
+
+from ..secret import SecretRegistry, secret_registry
+
+try:  # pragma: no branch
+    import ahocorasick
+except ImportError:  # pragma: no cover - exercised where the wheel is unavailable
+    ahocorasick = None
+
+DEFAULT_REPLACEMENT = "[secret:{name}]"
+_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
+
+
+def _base64_inside(data: bytes, alphabet: str) -> set[str]:
+    """The base64 characters that depend only on ``data``, for each of the 3 alignments.
+
+    A value inside a longer byte string (``b"user:" + token``) is encoded at an offset;
+    the characters fully inside the value's bits are the same whatever surrounds it.
+    """
+    forms = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data + b"\0\0")
+        if alphabet == "urlsafe":
+            encoded = encoded.translate(bytes.maketrans(b"+/", b"-_"))
+        first = -(-8 * offset // 6)
+        last = 8 * (offset + len(data)) // 6
+        forms.add(encoded[first:last].decode("ascii"))
+    # The whole encoding of the value alone, padding included.
+    whole = (
+        base64.urlsafe_b64encode(data) if alphabet == "urlsafe" else base64.b64encode(data)
+    ).decode("ascii")
+    forms.add(whole)
+    forms.add(whole.rstrip("="))
+    return forms
+
+
+def encoded_forms(value: str, min_length: int = 6) -> set[str]:
+    """Every form of ``value`` the redaction looks for (shorter than ``min_length``: dropped)."""
+    if len(value) < min_length:
+        return set()
+    data = value.encode("utf-8")
+    forms = {value}
+    forms |= _base64_inside(data, "standard")
+    forms |= _base64_inside(data, "urlsafe")
+    for quoted in (
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+    ):
+        forms.add(quoted)
+        forms.add(_LOWER_HEX.sub(lambda m: m.group(0).lower(), quoted))
+    forms.add(json.dumps(value)[1:-1])
+    forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    forms.add(html.escape(value))
+    forms.add(html.escape(value, quote=False))
+    forms.add(repr(value)[1:-1])
+    if "\n" in value:
+        forms.update(line.strip() for line in value.splitlines() if len(line.strip()) >= 16)
+    return {form for form in forms if len(form) >= min_length}
+
+
+class Matcher:
+    """All forms of all values, found in one pass over a text."""
+
+    def __init__(
+        self,
+        names_by_value: dict[str, str],
+        min_length: int = 6,
+        replacement: str = DEFAULT_REPLACEMENT,
+        use_automaton: bool = True,
+    ) -> None:
+        self.replacement = replacement
+        patterns: dict[str, str] = {}
+        # Longer values first, so a form shared by two values carries the longer's name.
+        for value, name in sorted(names_by_value.items(), key=lambda item: -len(item[0])):
+            for form in encoded_forms(value, min_length):
+                patterns.setdefault(form, name)
+        self.patterns = patterns
+        self.longest = max((len(p) for p in patterns), default=0)
+        self._automaton: Any = None
+        self._prefixes: set[str] = set()
+        if use_automaton and ahocorasick is not None and patterns:
+            automaton = ahocorasick.Automaton()
+            for pattern, name in patterns.items():
+                automaton.add_word(pattern, (len(pattern), name))
+            automaton.make_automaton()
+            self._automaton = automaton
+        else:
+            self._prefixes = {p[:i] for p in patterns for i in range(1, len(p))}
+
+    @property
+    def kind(self) -> str:
+        return "aho-corasick" if self._automaton is not None else "str.find"
+
+    def __len__(self) -> int:
+        return len(self.patterns)
+
+    def _hits(self, text: str) -> Iterable[tuple[int, int, str]]:
+        if self._automaton is not None:
+            for end, (length, name) in self._automaton.iter(text):
+                yield end + 1 - length, end + 1, name
+            return
+        for pattern, name in self.patterns.items():
+            start = text.find(pattern)
+            while start != -1:
+                yield start, start + len(pattern), name
+                start = text.find(pattern, start + 1)
+
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        """Merged ``(start, end, name)`` spans; overlapping hits become one named by the longest."""
+        hits = sorted(self._hits(text))
+        merged: list[tuple[int, int, str]] = []
+        longest_in_span = 0
+        for start, end, name in hits:
+            if merged and start < merged[-1][1]:
+                last_start, last_end, last_name = merged[-1]
+                if end - start > longest_in_span:
+                    last_name, longest_in_span = name, end - start
+                merged[-1] = (last_start, max(last_end, end), last_name)
+            else:
+                merged.append((start, end, name))
+                longest_in_span = end - start
+        return merged
+
+    def redact(self, text: str) -> str:
+        if not self.patterns or len(text) < 1:
+            return text
+        spans = self.spans(text)
+        if not spans:
+            return text
+        pieces = []
+        position = 0
+        for start, end, name in spans:
+            pieces.append(text[position:start])
+            pieces.append(self.replacement.format(name=name) if name else "[secret]")
+            position = end
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    def partial_tail(self, text: str) -> int:
+        """Length of the longest end of ``text`` that is the beginning of some pattern.
+
+        Output ending so could be completed by the next chunk into a secret, so a
+        stream holds those characters back until it knows.
+        """
+        for size in range(min(len(text), self.longest - 1), 0, -1):
+            tail = text[-size:]
+            if self._automaton is not None:
+                if self._automaton.match(tail):
+                    return size
+            elif tail in self._prefixes:
+                return size
+        return 0
+
+
+class RedactionEngine:
+    """A :class:`Matcher` kept in step with a registry, plus scrubbing of nested message content."""
+
+    def __init__(
+        self,
+        registry: SecretRegistry = secret_registry,
+        min_length: int = 6,
+        replacement: str = DEFAULT_REPLACEMENT,
+    ) -> None:
+        self.registry = registry
+        self.min_length = min_length
+        self.replacement = replacement
+        self._matcher: Matcher | None = None
+        self._built_for: tuple[int, int, str] = (-1, -1, "")
+        self._lock = threading.Lock()
+
+    @property
+    def matcher(self) -> Matcher:
+        wanted = (self.registry.version, self.min_length, self.replacement)
+        matcher = self._matcher
+        if matcher is None or self._built_for != wanted:
+            with self._lock:
+                if self._matcher is None or self._built_for != wanted:
+                    self._matcher = Matcher(
+                        self.registry.values(), self.min_length, self.replacement
+                    )
+                    self._built_for = wanted
+                matcher = self._matcher
+        return matcher
+
+    def redact(self, text: str) -> str:
+        return self.matcher.redact(text)
+
+    def scrub(self, value: Any) -> Any:
+        """A copy of ``value`` with every string (dict keys included) redacted."""
+        matcher = self.matcher
+        if not matcher.patterns:
+            return value
+        return _scrub(value, matcher)
+
+
+def _scrub(value: Any, matcher: Matcher) -> Any:
+    if isinstance(value, str):
+        return matcher.redact(value)
+    if isinstance(value, dict):
+        return {_scrub(k, matcher): _scrub(v, matcher) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item, matcher) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_scrub(item, matcher) for item in value)
+    return value
+
+
+class OutputRedactor(Configurable):
+    """Settings of the kernel's output redaction (``c.OutputRedactor....`` or ``%config``)."""
+
+    enabled = Bool(
+        True,
+        help=(
+            "Hide registered values in everything the kernel sends to the front end. "
+            "Turning it off is shown by %secure_status; %%secure_unredacted turns it "
+            "off for one cell."
+        ),
+    ).tag(config=True)
+
+    min_length = Int(
+        6,
+        help="Values (and encoded forms) shorter than this are not redacted: too many false hits.",
+    ).tag(config=True)
+
+    replacement = Unicode(
+        DEFAULT_REPLACEMENT,
+        help="What a hidden value becomes; '{name}' is the key it was read under.",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine = RedactionEngine(secret_registry, self.min_length, self.replacement)
+        #: msg_ids of cells run with %%secure_unredacted, and their execution counts.
+        self.unredacted_parents: set[str] = set()
+        self.unredacted_cells: list[int] = []
+
+    @observe("min_length", "replacement")
+    def _update_engine(self, change: Any) -> None:
+        self.engine.min_length = self.min_length
+        self.engine.replacement = self.replacement
+
+    def is_enabled(self, parent_id: str | None) -> bool:
+        return self.enabled and parent_id not in self.unredacted_parents
