@@ -8,9 +8,11 @@ from ``c.SecureStorageMagics.inject_env``. Unloading undoes each of those.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+from .fd_echo_guard import FdEchoGuard
 from .history_guard import HistoryGuard
 from .magics import SecureStorageMagics
 from .redaction import OutputRedactor
@@ -37,6 +39,7 @@ class _Loaded:
     magics: SecureStorageMagics
     redactor: OutputRedactor
     session_guard: SessionGuard | None
+    echo_guard: FdEchoGuard | None
     history_guard: HistoryGuard
 
 
@@ -56,15 +59,17 @@ def load_ipython_extension(shell: Any) -> None:
     shell.register_magics(magics)
     shell.configurables.extend([magics, redactor])
 
-    session_guard = None
+    session_guard = echo_guard = None
     session = getattr(getattr(shell, "kernel", None), "session", None)
     if session is not None:
         session_guard = SessionGuard(session, redactor.engine, redactor.is_enabled)
         session_guard.install()
+        echo_guard = FdEchoGuard([sys.stdout, sys.stderr], redactor.engine)
+        echo_guard.install()
         magics.redaction_installed = True
     history_guard = HistoryGuard(getattr(shell, "history_manager", None), redactor.engine)
     history_guard.install()
-    _LOADED[id(shell)] = _Loaded(magics, redactor, session_guard, history_guard)
+    _LOADED[id(shell)] = _Loaded(magics, redactor, session_guard, echo_guard, history_guard)
 
     for problem in magics.inject_environment():
         logger.warning("jupyter-secure-storage inject_env: %s", problem)
@@ -76,6 +81,8 @@ def unload_ipython_extension(shell: Any) -> None:
         return
     if state.session_guard is not None:
         state.session_guard.uninstall()
+    if state.echo_guard is not None:
+        state.echo_guard.uninstall()
     state.history_guard.uninstall()
     registered = shell.magics_manager.magics
     for kind, names in MAGIC_NAMES.items():

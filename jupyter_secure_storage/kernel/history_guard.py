@@ -60,9 +60,10 @@ def values_typed_on_write_lines(source: str) -> list[str]:
     return found
 
 
-def sanitize_source(source: str, engine: RedactionEngine) -> str:
-    for typed in sorted(set(values_typed_on_write_lines(source)), key=len, reverse=True):
-        source = source.replace(typed, REMOVED)
+def sanitize_source(source: str, engine: RedactionEngine, typed: list[str]) -> str:
+    """``source`` without the words in ``typed`` and without registered values."""
+    for word in sorted(set(typed), key=len, reverse=True):
+        source = source.replace(word, REMOVED)
     return engine.redact(source)
 
 
@@ -98,8 +99,13 @@ class HistoryGuard:
 
     def _store_inputs(self, line_num: int, source: str, source_raw: str | None = None) -> None:
         raw = source if source_raw is None else source_raw
+        # Found in the raw cell; removed from both it and the transformed one, where
+        # the magic line has become get_ipython().run_line_magic('secure_write', ...).
+        typed = values_typed_on_write_lines(raw)
         self._originals["store_inputs"](
-            line_num, sanitize_source(source, self.engine), sanitize_source(raw, self.engine)
+            line_num,
+            sanitize_source(source, self.engine, typed),
+            sanitize_source(raw, self.engine, typed),
         )
 
     def _store_output(self, line_num: int) -> None:
