@@ -43,6 +43,10 @@ class ValueTooLargeError(InvalidValueError):
     """A value bigger than the store can hold; it is refused, never truncated."""
 
 
+class SecretNotFoundError(SecureStorageError, LookupError):
+    """A key that must be in the store is not there (e.g. one a kernel needs at launch)."""
+
+
 class SecretSerializationError(SecureStorageError, TypeError):
     """An attempt to pickle, ``%store`` or otherwise copy a ``Secret`` to disk."""
 
@@ -149,6 +153,7 @@ __all__ = [
     "InvalidValueError",
     "InvalidValueTypeError",
     "KeystoreLockedError",
+    "SecretNotFoundError",
     "SecretSerializationError",
     "SecureStorageError",
     "UnknownBackendError",
