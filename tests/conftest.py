@@ -20,6 +20,7 @@ from traitlets.config import Config
 from jupyter_secure_storage.backends import vault as vault_module
 from jupyter_secure_storage.backends.keyring import KeyringBackend
 from jupyter_secure_storage.backends.memory import MemoryBackend
+from jupyter_secure_storage.secret import secret_registry
 
 PASSPHRASE = "correct horse battery staple"  # test passphrase for throwaway vaults
 REPO = Path(__file__).resolve().parent.parent
@@ -52,9 +53,15 @@ def isolated_jupyter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(home / "data"))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(home / "config"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(home / "runtime"))
+    known = secret_registry.values()
     yield home
     vault_module._OPEN.clear()
     MemoryBackend(store_name="default").clear()
+    # Forget the values this test registered: the process-wide registry would otherwise
+    # grow across the whole run (the huge-value tests put megabytes in it).
+    with secret_registry._lock:
+        secret_registry._names_by_value = known
+        secret_registry.version += 1
 
 
 @pytest.fixture

@@ -289,3 +289,33 @@ def test_no_chunking_of_any_form_lets_it_through(
     # Chunked output may differ from redacting the whole at once by a character or two
     # around a match (a shorter form matched first), never by showing a form.
     assert "[secret:OPENAI_API_KEY]" in joined
+
+
+# --- long and huge values ----------------------------------------------------------------
+
+
+def test_the_start_of_a_long_value_is_held_whole() -> None:
+    long_value = secrets.token_urlsafe(400)  # ~530 characters: its forms are long patterns
+    matcher = Matcher({long_value: "LONG"})
+    assert matcher.partial_tail("output: " + long_value[:300]) == 300
+    assert matcher.partial_tail("output: " + long_value[:10]) == 10
+    assert matcher.partial_tail("output: done\n") == 0
+
+
+def test_a_huge_value_is_hidden_piece_by_piece_without_a_huge_matcher() -> None:
+    huge = secrets.token_urlsafe(150_000)  # 200,000 characters
+    matcher = Matcher({huge: "HUGE"})
+    assert len(matcher) < 300  # pieces of the literal, not every encoding of it
+    redacted = matcher.redact("head " + huge + " tail")
+    assert redacted.startswith("head [secret:HUGE]")
+    assert redacted.endswith("[secret:HUGE] tail")
+    assert all(huge[i : i + 64] not in redacted for i in range(0, len(huge) - 64, 4999))
+    assert matcher.partial_tail("x" + huge[:5000]) >= 5000 % 1024
+
+
+def test_a_huge_registered_value_keeps_the_engine_small_and_quick() -> None:
+    registry = SecretRegistry()
+    registry.announce(secrets.token_urlsafe(750_000), "ONE_MEGABYTE")
+    registry.announce(SECRET, "OPENAI_API_KEY")
+    engine = RedactionEngine(registry)
+    assert engine.redact(f"key={SECRET}") == "key=[secret:OPENAI_API_KEY]"

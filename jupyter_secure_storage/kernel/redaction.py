@@ -26,6 +26,7 @@ per-pattern ``str.find`` matcher gives the same results, slower.
 from __future__ import annotations
 
 import base64
+import bisect
 import html
 import json
 import re
@@ -45,6 +46,11 @@ except ImportError:  # pragma: no cover - exercised where the wheel is unavailab
     ahocorasick_rs = None  # type: ignore[assignment]
 
 DEFAULT_REPLACEMENT = "[secret:{name}]"
+LARGE_VALUE = 16384  # characters; bigger values are matched as pieces of their literal text
+LARGE_PIECE = 1024
+_SHORT_TAIL = 128  # ends of text up to this long are checked one length at a time
+_HEAD = 16  # longer candidate ends are found by the first characters of long patterns
+_DFA_LIMIT = 1 << 16  # bytes of patterns above which an NFA is built instead (DFA builds slowly)
 _LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
 
 
@@ -72,9 +78,18 @@ def _base64_inside(data: bytes, alphabet: str) -> set[str]:
 
 
 def encoded_forms(value: str, min_length: int = 6) -> set[str]:
-    """Every form of ``value`` the redaction looks for (shorter than ``min_length``: dropped)."""
+    """Every form of ``value`` the redaction looks for (shorter than ``min_length``: dropped).
+
+    A value over ``LARGE_VALUE`` characters (bigger than any real credential) is looked
+    for as consecutive ``LARGE_PIECE``-character pieces of its literal text, so printing
+    it hides it piece by piece without an automaton the size of its encodings.
+    """
     if len(value) < min_length:
         return set()
+    if len(value) > LARGE_VALUE:
+        pieces = {value[i : i + LARGE_PIECE] for i in range(0, len(value), LARGE_PIECE)}
+        pieces.add(value[-LARGE_PIECE:])
+        return {piece for piece in pieces if len(piece) >= min_length}
     data = value.encode("utf-8")
     forms = {value}
     forms |= _base64_inside(data, "standard")
@@ -117,11 +132,20 @@ class Matcher:
         self._pattern_list = list(patterns)
         self._names = [patterns[p] for p in self._pattern_list]
         self._encoded = [p.encode("utf-8", "surrogatepass") for p in self._pattern_list]
-        self._prefixes = {p[:i] for p in patterns for i in range(1, len(p))}
+        # "Is this the beginning of some pattern?" is a binary search in sorted order:
+        # no table of prefixes, whose size would grow with the square of a value's length.
+        self._sorted = sorted(patterns)
+        self._long_heads = sorted({p[:_HEAD] for p in patterns if len(p) > _SHORT_TAIL})
         self._automaton: Any = None
         if use_automaton and ahocorasick_rs is not None and patterns:
+            size = sum(len(p) for p in self._encoded)
+            implementation = (
+                ahocorasick_rs.Implementation.DFA
+                if size <= _DFA_LIMIT
+                else ahocorasick_rs.Implementation.ContiguousNFA
+            )
             self._automaton = ahocorasick_rs.BytesAhoCorasick(
-                self._encoded, implementation=ahocorasick_rs.Implementation.DFA
+                self._encoded, implementation=implementation
             )
 
     @property
@@ -187,11 +211,32 @@ class Matcher:
         Output ending so could be completed by the next chunk into a secret, so a
         stream holds those characters back until it knows.
         """
-        prefixes = self._prefixes
-        for size in range(min(len(text), self.longest - 1), 0, -1):
-            if text[-size:] in prefixes:
+        if not self.patterns:
+            return 0
+        limit = min(len(text), self.longest - 1)
+        if limit > _SHORT_TAIL and self._long_heads:
+            # An end longer than _SHORT_TAIL can only begin a long pattern, so it starts
+            # with one of their heads: find those, earliest (longest end) first.
+            window = text[-limit:]
+            starts: set[int] = set()
+            for head in self._long_heads:
+                position = window.find(head)
+                while position != -1:
+                    starts.add(position)
+                    position = window.find(head, position + 1)
+            for position in sorted(starts):
+                if len(window) - position > _SHORT_TAIL and self._begins_a_pattern(
+                    window[position:]
+                ):
+                    return len(window) - position
+        for size in range(min(limit, _SHORT_TAIL), 0, -1):
+            if self._begins_a_pattern(text[-size:]):
                 return size
         return 0
+
+    def _begins_a_pattern(self, piece: str) -> bool:
+        index = bisect.bisect_left(self._sorted, piece)
+        return index < len(self._sorted) and self._sorted[index].startswith(piece)
 
 
 class RedactionEngine:
