@@ -340,7 +340,10 @@ class SecureStorageMagics(Magics):
             msg_id = parent.get("header", {}).get("msg_id")
             if msg_id:
                 redactor.unredacted_parents.add(msg_id)
-                redactor.unredacted_cells.append(shell.execution_count)
+                # The running cell's own number (IPython 9 has already counted past it).
+                running = getattr(shell.displayhook, "exec_result", None)
+                count = getattr(running, "execution_count", None) or shell.execution_count
+                redactor.unredacted_cells.append(count)
         print("Output redaction is off for this cell: what it prints is saved in the notebook.")
         result = shell.run_cell(cell, store_history=False)
         return result.result
