@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-venv_install .
+venv_install ".[examples]"
 export PATH="$VENV/bin:$PATH"
 jss() { jupyter-secure-storage --namespace demo "$@"; }
 
@@ -15,15 +15,14 @@ jupyter-secure-storage doctor || true
 
 chosen="$(jupyter-secure-storage doctor --format json | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["chosen"])')"
 if [ "$chosen" = "vault" ] && [ -z "${JUPYTER_SECURE_STORAGE_VAULT:-}" ]; then
+    # A throwaway vault for the demo, with a random passphrase so the notebook's kernel
+    # (which has nobody to ask) can open it too. Your own vault takes your passphrase
+    # from a prompt, or from JUPYTER_SECURE_STORAGE_PASSPHRASE for unattended runs.
     export JUPYTER_SECURE_STORAGE_VAULT="$PWD/.demo/demo-vault.jssv"
-    if [ -z "${JUPYTER_SECURE_STORAGE_PASSPHRASE:-}" ] && ! [ -t 0 ]; then
-        # Nobody at a terminal to choose a passphrase: this throwaway demo vault gets a
-        # random one. Real vaults take yours from a prompt or the environment.
-        JUPYTER_SECURE_STORAGE_PASSPHRASE="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')"
-        export JUPYTER_SECURE_STORAGE_PASSPHRASE
-        rm -f "$JUPYTER_SECURE_STORAGE_VAULT"
-        echo "(no terminal: the demo vault at $JUPYTER_SECURE_STORAGE_VAULT gets a random passphrase)"
-    fi
+    JUPYTER_SECURE_STORAGE_PASSPHRASE="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    export JUPYTER_SECURE_STORAGE_PASSPHRASE
+    rm -f "$JUPYTER_SECURE_STORAGE_VAULT"
+    echo "(no OS keystore here: the demo uses a throwaway vault at $JUPYTER_SECURE_STORAGE_VAULT)"
 fi
 
 step "store a token: the value goes through stdin, never argv"
@@ -50,5 +49,28 @@ echo "characters piped: $(jss read DEMO_API_TOKEN | wc -c)"
 step "delete it"
 jss delete DEMO_API_TOKEN
 jss list
+
+step "run notebooks/01-getting-started.ipynb in a real kernel (saved to .demo/)"
+"$VENV/bin/python" - <<'PY'
+import json
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+notebook = nbformat.read("notebooks/01-getting-started.ipynb", as_version=4)
+NotebookClient(notebook, kernel_name="python3", timeout=300).execute()
+Path(".demo").mkdir(exist_ok=True)
+nbformat.write(notebook, ".demo/01-getting-started.ipynb")
+for cell in notebook.cells:
+    if cell.cell_type != "code":
+        continue
+    print(f"In [{cell.execution_count}]: {cell.source.splitlines()[0]}")
+    for output in cell.outputs:
+        text = output.get("text") or output.get("data", {}).get("text/plain", "")
+        for line in text.rstrip().splitlines()[:6]:
+            print(f"    {line}")
+PY
 echo
-echo "Done. Next: 'jupyter-secure-storage write OPENAI_API_KEY' stores a real key (prompted, no echo)."
+echo "Done: the executed notebook is .demo/01-getting-started.ipynb (no value in it)."
+echo "Next: 'jupyter-secure-storage write OPENAI_API_KEY' stores a real key (prompted, no echo)."
