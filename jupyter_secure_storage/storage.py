@@ -22,6 +22,7 @@ import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from traitlets import Instance, Int, Unicode, Union, validate
@@ -196,6 +197,16 @@ class BackendChoice:
     reason: str
 
 
+@dataclass(frozen=True)
+class StoredKey:
+    """A key's name and metadata, as listings show it (never its value)."""
+
+    name: str
+    namespace: str
+    backend: str
+    modified: datetime | None
+
+
 _auto_choice_lock = threading.Lock()
 _auto_warned: set[str] = set()
 
@@ -367,6 +378,16 @@ class SecureStorage(LoggingConfigurable):
         """The names in the namespace, sorted. Never values."""
         return sorted(self.backend_object.list_names(self.namespace))
 
+    def entries(self) -> list[StoredKey]:
+        """Names with when each was last written (None where the store cannot tell). No values."""
+        times = self.backend_object.modified_times(self.namespace)
+        listed = []
+        for name in sorted(times):
+            stamp = times[name]
+            when = None if stamp is None else datetime.fromtimestamp(stamp, tz=timezone.utc)
+            listed.append(StoredKey(name, self.namespace, self.backend_name, when))
+        return listed
+
     def namespaces(self) -> list[str]:
         """Namespaces in this backend that hold at least one key."""
         return self.backend_object.list_namespaces()
@@ -447,6 +468,7 @@ __all__ = [
     "Listener",
     "SecureStorage",
     "SecureStorageError",
+    "StoredKey",
     "config_for",
     "validate_key",
     "validate_namespace",

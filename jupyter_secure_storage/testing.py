@@ -155,6 +155,18 @@ class StorageBehaviour:
         assert store.read_all() == {}
         store.delete_all()  # nothing to delete is not an error
 
+    def test_entries_list_names_with_their_last_change(self, store: SecureStorage) -> None:
+        import time
+
+        before = time.time() - 2
+        store.write("B_KEY", canary())
+        store.write("A_KEY", canary())
+        entries = store.entries()
+        assert [e.name for e in entries] == ["A_KEY", "B_KEY"]
+        assert all(e.namespace == store.namespace for e in entries)
+        stamps = [e.modified for e in entries if e.modified is not None]
+        assert all(before <= stamp.timestamp() <= time.time() + 2 for stamp in stamps)
+
     # --- namespaces ---------------------------------------------------------------------
 
     def test_namespaces_are_isolated(self, make_store: MakeStore) -> None:

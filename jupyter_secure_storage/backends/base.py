@@ -108,6 +108,10 @@ class Backend(LoggingConfigurable):
                 removed.append(key)
         return removed
 
+    def modified_times(self, namespace: str) -> dict[str, float | None]:
+        """Each name with when it was last written (seconds since the epoch; None: unknown)."""
+        return dict.fromkeys(self.list_names(namespace))
+
     def contains(self, namespace: str, key: str) -> bool:
         return self.get(namespace, key) is not None
 

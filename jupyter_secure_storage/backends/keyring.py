@@ -24,6 +24,7 @@ import hashlib
 import json
 import platform
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
@@ -379,39 +380,48 @@ class KeyringBackend(Backend):
         finally:
             lock.release()
 
-    def _read_list(self, service: str, account: str) -> list[str]:
+    def _read_index(self, service: str, account: str) -> dict[str, float | None]:
+        """Names kept in the keystore, each with when it was last written (None: unknown).
+
+        Format: a JSON object ``{name: seconds since the epoch}``; the JSON list of names
+        written by 0.1.0 is read too.
+        """
         raw = self._load(service, service + "#chunks", account)
         if raw is None:
-            return []
+            return {}
         try:
-            names = json.loads(raw)
+            index = json.loads(raw)
         except json.JSONDecodeError:
-            names = None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise BackendOperationError(
-                f"The index of names kept in the OS keystore ({service!r}, {account!r}) "
-                "is not valid; it was left as found.",
-                "Delete that item with your keystore's tool (Seahorse, Keychain Access, "
-                "`secret-tool clear service ...`); values stay, and writing a key again "
-                "lists it again.",
-            )
-        return names
+            index = None
+        if isinstance(index, list) and all(isinstance(n, str) for n in index):
+            return dict.fromkeys(index)
+        if isinstance(index, dict) and all(
+            isinstance(t, (int, float)) or t is None for t in index.values()
+        ):
+            return {str(name): (None if t is None else float(t)) for name, t in index.items()}
+        raise BackendOperationError(
+            f"The index of names kept in the OS keystore ({service!r}, {account!r}) "
+            "is not valid; it was left as found.",
+            "Delete that item with your keystore's tool (Seahorse, Keychain Access, "
+            "`secret-tool clear service ...`); values stay, and writing a key again "
+            "lists it again.",
+        )
 
-    def _write_list(self, service: str, account: str, names: list[str]) -> None:
-        if names:
-            self._store(service, service + "#chunks", account, json.dumps(sorted(set(names))))
+    def _write_index(self, service: str, account: str, index: dict[str, float | None]) -> None:
+        if index:
+            ordered = {name: index[name] for name in sorted(index)}
+            self._store(service, service + "#chunks", account, json.dumps(ordered))
         else:
             self._remove(service, service + "#chunks", account)
 
     def _update_namespaces(self, namespace: str, present: bool) -> None:
-        current = self._read_list(self._namespaces_service, self._NAMESPACES_ACCOUNT)
+        current = self._read_index(self._namespaces_service, self._NAMESPACES_ACCOUNT)
         if present and namespace not in current:
-            self._write_list(
-                self._namespaces_service, self._NAMESPACES_ACCOUNT, [*current, namespace]
-            )
+            current[namespace] = None
+            self._write_index(self._namespaces_service, self._NAMESPACES_ACCOUNT, current)
         elif not present and namespace in current:
-            current.remove(namespace)
-            self._write_list(self._namespaces_service, self._NAMESPACES_ACCOUNT, current)
+            del current[namespace]
+            self._write_index(self._namespaces_service, self._NAMESPACES_ACCOUNT, current)
 
     # --- the protocol -----------------------------------------------------------------------
 
@@ -420,37 +430,39 @@ class KeyringBackend(Backend):
 
     def set(self, namespace: str, key: str, value: str) -> None:
         with self._index_lock():
-            names = self._read_list(self._index_service, namespace)
-            added = key not in names
-            if added:
-                # The name goes in first: a crash between the two steps leaves a name
-                # without a value (skipped when listing), never a value nobody can find.
-                self._write_list(self._index_service, namespace, [*names, key])
-                if not names:
-                    self._update_namespaces(namespace, present=True)
+            index = self._read_index(self._index_service, namespace)
+            before = dict(index)
+            index[key] = time.time()
+            # The name goes in first: a crash between the two steps leaves a name
+            # without a value (skipped when listing), never a value nobody can find.
+            self._write_index(self._index_service, namespace, index)
+            if not before:
+                self._update_namespaces(namespace, present=True)
             try:
                 self._store(self._service(namespace), self._chunk_service(namespace), key, value)
             except SecureStorageError:
-                if added:
-                    self._write_list(self._index_service, namespace, names)
+                self._write_index(self._index_service, namespace, before)
                 raise
 
     def delete(self, namespace: str, key: str) -> bool:
         with self._index_lock():
             existed = self._remove(self._service(namespace), self._chunk_service(namespace), key)
-            names = self._read_list(self._index_service, namespace)
-            if key in names:
-                names.remove(key)
-                self._write_list(self._index_service, namespace, names)
-                if not names:
+            index = self._read_index(self._index_service, namespace)
+            if key in index:
+                del index[key]
+                self._write_index(self._index_service, namespace, index)
+                if not index:
                     self._update_namespaces(namespace, present=False)
             return existed
 
     def list_names(self, namespace: str) -> list[str]:
-        return sorted(self._read_list(self._index_service, namespace))
+        return sorted(self._read_index(self._index_service, namespace))
+
+    def modified_times(self, namespace: str) -> dict[str, float | None]:
+        return self._read_index(self._index_service, namespace)
 
     def list_namespaces(self) -> list[str]:
-        return sorted(self._read_list(self._namespaces_service, self._NAMESPACES_ACCOUNT))
+        return sorted(self._read_index(self._namespaces_service, self._NAMESPACES_ACCOUNT))
 
     def get_all(self, namespace: str) -> dict[str, str]:
         values = {}
@@ -462,16 +474,16 @@ class KeyringBackend(Backend):
 
     def delete_all(self, namespace: str) -> list[str]:
         with self._index_lock():
-            names = self._read_list(self._index_service, namespace)
+            index = self._read_index(self._index_service, namespace)
             removed = [
                 key
-                for key in names
+                for key in sorted(index)
                 if self._remove(self._service(namespace), self._chunk_service(namespace), key)
             ]
-            self._write_list(self._index_service, namespace, [])
-            if names:
+            self._write_index(self._index_service, namespace, {})
+            if index:
                 self._update_namespaces(namespace, present=False)
-            return sorted(removed)
+            return removed
 
     # --- can it work here? -------------------------------------------------------------------
 

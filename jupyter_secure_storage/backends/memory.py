@@ -7,6 +7,7 @@ store, so the magics, widgets and code of one kernel see the same values.
 from __future__ import annotations
 
 import threading
+import time
 from typing import ClassVar
 
 from traitlets import Unicode
@@ -14,6 +15,7 @@ from traitlets import Unicode
 from .base import Backend
 
 _STORES: dict[str, dict[str, dict[str, str]]] = {}
+_MODIFIED: dict[tuple[str, str, str], float] = {}
 _LOCK = threading.Lock()
 
 
@@ -42,6 +44,14 @@ class MemoryBackend(Backend):
     def set(self, namespace: str, key: str, value: str) -> None:
         with _LOCK:
             self._namespace(namespace)[key] = value
+            _MODIFIED[(self.store_name, namespace, key)] = time.time()
+
+    def modified_times(self, namespace: str) -> dict[str, float | None]:
+        with _LOCK:
+            return {
+                key: _MODIFIED.get((self.store_name, namespace, key))
+                for key in self._namespace(namespace)
+            }
 
     def delete(self, namespace: str, key: str) -> bool:
         with _LOCK:

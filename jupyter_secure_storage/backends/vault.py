@@ -623,10 +623,11 @@ class VaultBackend(Backend):
 
         return list(self._modify(change))
 
-    def modified(self, namespace: str, key: str) -> float | None:
-        """When ``key`` was last written (seconds since the epoch), or None."""
-        entry = self._entries().get(namespace, {}).get(key)
-        return None if entry is None else float(entry.get("modified", 0.0))
+    def modified_times(self, namespace: str) -> dict[str, float | None]:
+        return {
+            key: float(entry["modified"]) if "modified" in entry else None
+            for key, entry in self._entries().get(namespace, {}).items()
+        }
 
     # --- state ------------------------------------------------------------------------------
 
