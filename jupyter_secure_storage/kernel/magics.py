@@ -127,12 +127,18 @@ class SecureStorageMagics(Magics):
     @magic_arguments()
     @argument("key", help="the name to store the value under")
     @argument("-n", "--namespace", help="the namespace (default: the store's)")
+    @argument(
+        "--widget",
+        action="store_true",
+        help="show a password widget with Save/Cancel instead of the text prompt",
+    )
     @line_magic
     def secure_write(self, line: str) -> None:
         """Store a value under KEY, typed at a password prompt (never on the magic line).
 
         The value never enters the cell's source, so it stays out of the saved notebook
-        and IPython's history. Where the notebook runs without stdin (nbclient,
+        and IPython's history. ``--widget`` shows a password field instead (its value
+        never stays in widget state). Where the notebook runs without stdin (nbclient,
         papermill) provision the value from a terminal instead:
         ``jupyter-secure-storage write KEY``.
         """
@@ -148,6 +154,16 @@ class SecureStorageMagics(Magics):
             raise UsageError("%secure_write needs a key name: %secure_write OPENAI_API_KEY")
         args = self._parse(self.secure_write, line, "secure_write")
         store = self._store(args.namespace)
+        if args.widget:
+            from IPython.display import display
+
+            from ..widgets import SecretPrompt
+
+            try:
+                display(SecretPrompt(args.key, store=store))
+            except SecureStorageError as error:
+                raise UsageError(f"%secure_write: {error}") from None
+            return
         try:
             store.contains_key(args.key)  # a bad key, a locked store: fail before asking
             value = prompting.ask(f"Value for {args.key} (hidden): ", self.prompt_function)
