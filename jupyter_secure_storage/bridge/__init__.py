@@ -1,0 +1,1 @@
+"""The paired-device bridge: Noise, relay, host and device sides."""
