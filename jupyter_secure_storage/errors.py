@@ -87,6 +87,47 @@ class KeystoreLockedError(BackendOperationError):
     )
 
 
+# --- the paired device -------------------------------------------------------------------
+
+
+class BridgeError(SecureStorageError):
+    """Base of the paired-device bridge's errors."""
+
+
+class NoPairedDeviceError(BridgeError):
+    """The device backend was asked for, but no device (or not the named one) is paired."""
+
+    default_remedy = (
+        "Pair one: %secure_pair in a notebook, or `jupyter-secure-storage pair --relay URL`."
+    )
+
+
+class RelayUnreachableError(BridgeError):
+    """The relay could not be reached or closed the connection."""
+
+    default_remedy = (
+        "Check the relay address and that it runs (`jupyter-secure-storage relay`); "
+        "the request was not delivered."
+    )
+
+
+class DeviceOfflineError(BridgeError):
+    """The relay took the request but the device did not answer in time."""
+
+    default_remedy = (
+        "Open the device (phone app, web page, or `jupyter-secure-storage device`) and retry; "
+        "raise JUPYTER_SECURE_STORAGE_DEVICE_TIMEOUT to wait longer."
+    )
+
+
+class DeviceDeniedError(BridgeError):
+    """The device refused: its owner rejected the request, or the key's policy forbids it."""
+
+
+class PairingError(BridgeError):
+    """Pairing failed: expired or used offer, a rejected code, or a broken handshake."""
+
+
 # --- the vault file --------------------------------------------------------------------
 
 
@@ -148,11 +189,17 @@ class VaultBusyError(VaultError):
 __all__ = [
     "BackendOperationError",
     "BackendUnavailableError",
+    "BridgeError",
+    "DeviceDeniedError",
+    "DeviceOfflineError",
     "InsecureBackendError",
     "InvalidKeyError",
     "InvalidValueError",
     "InvalidValueTypeError",
     "KeystoreLockedError",
+    "NoPairedDeviceError",
+    "PairingError",
+    "RelayUnreachableError",
     "SecretNotFoundError",
     "SecretSerializationError",
     "SecureStorageError",

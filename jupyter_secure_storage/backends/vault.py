@@ -265,6 +265,11 @@ class VaultBackend(Backend):
         config=True
     )
 
+    passphrase_variable = Unicode(
+        ENV_PASSPHRASE,
+        help="The environment variable that holds the passphrase for unattended runs.",
+    ).tag(config=True)
+
     @default("path")
     def _default_path(self) -> str:
         return str(default_vault_path())
@@ -347,19 +352,19 @@ class VaultBackend(Backend):
     # --- unlocking -------------------------------------------------------------------------
 
     def _passphrase(self, prompt_text: str) -> str:
-        from_env = env_value(ENV_PASSPHRASE)
+        from_env = env_value(self.passphrase_variable)
         if from_env is not None:
             return from_env
         if not self.prompt:
             raise VaultLockedError(
-                f"The vault {self.file} needs a passphrase: "
-                f"{ENV_PASSPHRASE} is not set and prompting is off (c.VaultBackend.prompt)."
+                f"The vault {self.file} needs a passphrase: {self.passphrase_variable} "
+                "is not set and prompting is off (c.VaultBackend.prompt)."
             )
         try:
             return passphrase_prompt.ask(prompt_text, self.prompt_function)
         except passphrase_prompt.NoPrompt as error:
             raise VaultLockedError(
-                f"The vault {self.file} needs a passphrase: {ENV_PASSPHRASE} is not set "
+                f"The vault {self.file} needs a passphrase: {self.passphrase_variable} is not set "
                 "and nobody can answer a prompt here (no terminal, or a notebook run "
                 "without stdin such as nbclient or papermill)."
             ) from error
@@ -387,7 +392,11 @@ class VaultBackend(Backend):
             parsed.vault_id,
         )
         if data_key is None:
-            source = f"from {ENV_PASSPHRASE}" if env_value(ENV_PASSPHRASE) is not None else "typed"
+            source = (
+                f"from {self.passphrase_variable}"
+                if env_value(self.passphrase_variable) is not None
+                else "typed"
+            )
             raise WrongPassphraseError(
                 f"The passphrase ({source}) does not open the vault {self.file}."
             )
@@ -433,12 +442,13 @@ class VaultBackend(Backend):
         vault_id = secrets.token_hex(16)
         data_key = AESGCM.generate_key(bit_length=256)
         slots: list[_Slot] = []
-        passphrase_text: str | None = env_value(ENV_PASSPHRASE)
+        passphrase_text: str | None = env_value(self.passphrase_variable)
         if passphrase_text is None and not self.key_in_keyring:
             if not self.prompt:
                 raise VaultLockedError(
-                    f"Creating the vault {self.file} needs a passphrase: {ENV_PASSPHRASE} "
-                    "is not set and prompting is off (c.VaultBackend.prompt)."
+                    f"Creating the vault {self.file} needs a passphrase: "
+                    f"{self.passphrase_variable} is not set and prompting is off "
+                    "(c.VaultBackend.prompt)."
                 )
             try:
                 passphrase_text = passphrase_prompt.ask_new(
@@ -448,8 +458,8 @@ class VaultBackend(Backend):
                 )
             except passphrase_prompt.NoPrompt as error:
                 raise VaultLockedError(
-                    f"Creating the vault {self.file} needs a passphrase: {ENV_PASSPHRASE} "
-                    "is not set and nobody can answer a prompt here."
+                    f"Creating the vault {self.file} needs a passphrase: "
+                    f"{self.passphrase_variable} is not set and nobody can answer a prompt here."
                 ) from error
             if passphrase_text is None:
                 raise WeakPassphraseError(
@@ -646,9 +656,8 @@ class VaultBackend(Backend):
         details: list[str] = []
         if env_value(ENV_VAULT):
             details.append(f"path from {ENV_VAULT}")
-        details.append(
-            f"passphrase: {'from ' + ENV_PASSPHRASE if env_value(ENV_PASSPHRASE) else 'prompt'}"
-        )
+        variable = self.passphrase_variable
+        details.append(f"passphrase: {'from ' + variable if env_value(variable) else 'prompt'}")
         raw = None
         try:
             raw = self._read_file()
