@@ -175,13 +175,15 @@ class SecretPrompt(widgets.VBox):
             return f"store not usable: {error.cause}"
 
 
-def prompt_secret(key: str, **kwargs: Any) -> SecretPrompt:
-    """Show a :class:`SecretPrompt` for ``key`` and return it."""
+def prompt_secret(key: str, **kwargs: Any) -> None:
+    """Show a :class:`SecretPrompt` for ``key``: ``prompt_secret("OPENAI_API_KEY")``.
+
+    Returns nothing, so that as a cell's last line it is shown once; build a
+    ``SecretPrompt`` yourself to keep a handle on it (e.g. for ``on_saved``).
+    """
     from IPython.display import display
 
-    prompt = SecretPrompt(key, **kwargs)
-    display(prompt)
-    return prompt
+    display(SecretPrompt(key, **kwargs))
 
 
 class SecretsPanel(widgets.VBox):
@@ -222,7 +224,7 @@ class SecretsPanel(widgets.VBox):
     def refresh(self) -> None:
         try:
             entries = self.store.entries()
-            where = f"{self.store.backend_name} ({self.store.backend_object.location})"
+            where = self.store.backend_name  # the location is in %secure_status, not in state
         except SecureStorageError as error:
             self.rows.children = ()
             self.status.value = f"store not usable: {error}"

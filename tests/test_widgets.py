@@ -312,9 +312,10 @@ def test_secure_write_widget_shows_a_prompt(
         InteractiveShell.clear_instance()
 
 
-def test_prompt_secret_displays_and_returns(
+def test_prompt_secret_displays_once_and_returns_nothing(
     store: SecureStorage, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prompt = prompt_secret("HELPER_KEY", store=store)
-    assert isinstance(prompt, SecretPrompt)
-    assert prompt.key == "HELPER_KEY"
+    # Returning the widget too would show it a second time as the cell's result.
+    assert prompt_secret("HELPER_KEY", store=store) is None  # type: ignore[func-returns-value]
+    instances = ipywidgets.widgets.widget._instances.values()
+    assert [w.key for w in instances if isinstance(w, SecretPrompt)] == ["HELPER_KEY"]
