@@ -34,6 +34,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "memory": "jupyter_secure_storage.backends.memory:MemoryBackend",
     "vault": "jupyter_secure_storage.backends.vault:VaultBackend",
     "keyring": "jupyter_secure_storage.backends.keyring:KeyringBackend",
+    "device": "jupyter_secure_storage.bridge.backend:DeviceBackend",
 }
 
 
