@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--format", choices=["text", "json"], default="text")
 
+    commands.add_parser(
+        "relay", add_help=False, help="run the paired-device relay (docs/relay.md)"
+    )
+
     migrate = commands.add_parser(
         "migrate", parents=[common], help="copy every key from one backend to another"
     )
@@ -311,6 +315,12 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["relay"]:
+        # The relay has its own flags and logging (docs/relay.md).
+        from .bridge.relay import relay_command
+
+        return relay_command(arguments[1:])
     logging.basicConfig(format=f"{PROG}: %(message)s", level=logging.WARNING)
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-apt_install gnome-keyring dbus libsecret-tools chromium
+apt_install gnome-keyring dbus libsecret-tools chromium redis-server
 venv_install ".[test]"
 # A real plaintext keyring (keyrings.alt), kept out of the venv: only the tests
 # that prove it is refused put it on their PYTHONPATH.
@@ -23,7 +23,7 @@ trap 'rm -rf "$test_home"' EXIT
 # The keyring's unlock password for the throwaway login keyring; not a secret.
 export JSS_TEST_KEYRING_PASSWORD="throwaway-test-keyring"
 HOME="$test_home" XDG_DATA_HOME="$test_home/.local/share" XDG_CONFIG_HOME="$test_home/.config" \
-JSS_REQUIRE_SECRET_SERVICE=1 JSS_REQUIRE_BROWSER=1 \
+JSS_REQUIRE_SECRET_SERVICE=1 JSS_REQUIRE_BROWSER=1 JSS_REQUIRE_REDIS=1 \
   dbus-run-session -- bash -c '
     set -e
     printf %s "$JSS_TEST_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null

@@ -114,8 +114,18 @@ class RelayConnection:
         await self._call({"op": "unsub", "cap": b64u(cap)})
 
     async def post(self, cap: bytes, data: bytes, ttl: int = 3600) -> str:
-        answer = await self._call({"op": "post", "cap": b64u(cap), "data": b64u(data), "ttl": ttl})
-        return str(answer.get("seq", ""))
+        for attempt in range(5):
+            try:
+                answer = await self._call(
+                    {"op": "post", "cap": b64u(cap), "data": b64u(data), "ttl": ttl}
+                )
+            except RelayError as error:
+                if error.code != "rate_limited" or attempt == 4:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)  # the relay asks us to slow down
+                continue
+            return str(answer.get("seq", ""))
+        raise RelayError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def ack(self, cap: bytes, seq: str) -> None:
         await self._call({"op": "ack", "cap": b64u(cap), "seq": seq})
