@@ -44,7 +44,14 @@ from .base import Backend, Diagnosis
 
 # keyring backends that must never hold a secret: they keep plaintext, keep
 # nothing, or fail. keyrings.alt describes itself as "alternate, less secure".
-_REFUSED_MODULES = ("keyring.backends.fail", "keyring.backends.null", "keyrings.alt")
+_REFUSED_MODULES = (
+    "keyring.backends.fail",
+    "keyring.backends.null",
+    "keyrings.alt",
+    # The paired device through keyring: the device is its own backend here, and the
+    # bridge keeps its pairing keys in the OS keystore -- it must not depend on itself.
+    "jupyter_secure_storage.bridge.keyring_backend",
+)
 
 _MARK = "\x1bjss:"  # starts every item this backend encodes; ESC never starts a real token
 _CHUNKED = _MARK + "chunks:v1:"
@@ -119,6 +126,12 @@ def resolve_secure_keyring(keyring_backend: str = "") -> Any:
             refused.append(_keyring_name(candidate))
             continue
         return candidate
+    if any(name.startswith("jupyter_secure_storage.bridge.") for name in refused):
+        raise BackendUnavailableError(
+            "keyring is set to the paired device's keyring backend.",
+            "Use the device directly (JUPYTER_SECURE_STORAGE_BACKEND=device) and keep an OS "
+            "keystore or the vault for jupyter-secure-storage itself.",
+        )
     plaintext = [
         name
         for name in refused
