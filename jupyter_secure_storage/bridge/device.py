@@ -204,6 +204,7 @@ class ReferenceDevice:
         self._sessions: dict[bytes, _Session] = {}
         self._answered: dict[bytes, tuple[dict[str, Any], float]] = {}
         self._approved_until: dict[tuple[bytes, str, str], float] = {}
+        self._last_expiry = 0.0
 
     # --- pairing -----------------------------------------------------------------------
 
@@ -347,6 +348,9 @@ class ReferenceDevice:
 
     def _expire(self) -> None:
         now = time.monotonic()
+        if now - self._last_expiry < 1.0:  # at most once a second, whatever the request rate
+            return
+        self._last_expiry = now
         for conversation in [
             c for c, s in self._sessions.items() if now - s.last_used > SESSION_IDLE
         ]:

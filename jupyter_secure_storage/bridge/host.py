@@ -421,8 +421,7 @@ class DeviceClient:
     async def _watch_notices(
         self, connection: RelayConnection, d2h: bytes, conversation: bytes
     ) -> None:
-        box = protocol.mailbox_id(d2h)
-        queue = connection._queues[box]
+        queue = connection.messages(d2h)
         while True:
             delivery = await queue.get()  # notices are hints: not acknowledged, they expire
             try:

@@ -130,6 +130,10 @@ class RelayConnection:
     async def ack(self, cap: bytes, seq: str) -> None:
         await self._call({"op": "ack", "cap": b64u(cap), "seq": seq})
 
+    def messages(self, cap: bytes) -> asyncio.Queue[Delivery]:
+        """The queue a subscribed mailbox's messages arrive in, for readers that do not ack."""
+        return self._queues[mailbox_id(cap)]
+
     async def receive(self, cap: bytes, timeout: float | None) -> Delivery:
         """The next message of a subscribed mailbox, acknowledged; TimeoutError if none."""
         box = mailbox_id(cap)
