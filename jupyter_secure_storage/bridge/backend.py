@@ -9,6 +9,7 @@ versus :class:`DeviceOfflineError`, both within that time.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, ClassVar
 
 from traitlets import Float, Unicode, default
@@ -49,12 +50,16 @@ class DeviceBackend(Backend):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client: DeviceClient | None = None
+        self._loaded = 0.0
 
     @property
     def client(self) -> DeviceClient:
-        if self._client is None:
+        # The pairing record is read again every few seconds, so a revoke or a new
+        # pairing made by another process is seen by a long-lived store.
+        if self._client is None or time.monotonic() - self._loaded > 10:
             keystore = HostKeystore()
             self._client = DeviceClient(keystore.device(self.device or None), keystore.host_key())
+            self._loaded = time.monotonic()
         return self._client
 
     @property
@@ -87,6 +92,10 @@ class DeviceBackend(Backend):
 
     def delete(self, namespace: str, key: str) -> bool:
         return bool(self._call("delete", namespace, key).get("existed", True))
+
+    def contains(self, namespace: str, key: str) -> bool:
+        # From the names: a read would ask the owner and carry the value over the bridge.
+        return key in self.list_names(namespace)
 
     def list_names(self, namespace: str) -> list[str]:
         return sorted(str(name) for name in self._call("list", namespace).get("names", []))

@@ -235,10 +235,16 @@ class ReferenceDevice:
                 ),
                 ttl=600,
             )
-            body = await self._await(
-                connection, pair_h2d, conversation, protocol.KIND_PAIR_RESP, deadline
-            )
-            paired = protocol.unpad(handshake.read_message(body), "pair-resp payload")
+            while True:
+                body = await self._await(
+                    connection, pair_h2d, conversation, protocol.KIND_PAIR_RESP, deadline
+                )
+                try:
+                    # A forged or damaged answer changes nothing (§6): wait for the real one.
+                    paired = protocol.unpad(handshake.read_message(body), "pair-resp payload")
+                    break
+                except (NoiseError, ProtocolError):
+                    continue
             if paired.get("t") != "paired":
                 raise PairingError("The computer's answer is not a pairing.", "Pair again.")
             self.say(f"Confirmation code: {protocol.confirmation_code(handshake.handshake_hash)}")
@@ -325,6 +331,7 @@ class ReferenceDevice:
             if ready is not None:
                 ready()
             waiting: dict[asyncio.Task[Delivery], tuple[RelayConnection, Pairing]] = {}
+            handlers: set[asyncio.Task[None]] = set()
             stopping = asyncio.create_task(stop.wait())
             try:
                 while not stop.is_set():
@@ -339,12 +346,20 @@ class ReferenceDevice:
                     )
                     for finished in [t for t in waiting if t in done]:
                         connection, pairing = waiting.pop(finished)
-                        await self._handle(connection, pairing, finished.result().data)
+                        # Each message in a task of its own: a question waiting for the
+                        # owner's answer must not hold up other keys, hosts or `list`.
+                        handling = asyncio.create_task(
+                            self._handle(connection, pairing, finished.result().data)
+                        )
+                        handlers.add(handling)
+                        handling.add_done_callback(handlers.discard)
                     self._expire()
             finally:
                 stopping.cancel()
-                for task in waiting:
-                    task.cancel()
+                for receiving in waiting:
+                    receiving.cancel()
+                for handling in handlers:
+                    handling.cancel()
 
     def _expire(self) -> None:
         now = time.monotonic()

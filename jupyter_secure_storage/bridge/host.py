@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..errors import (
+    BridgeError,
     DeviceDeniedError,
     DeviceOfflineError,
     NoPairedDeviceError,
@@ -68,7 +69,9 @@ class BridgeLoop:
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
             return future.result(timeout + 5)
-        except TimeoutError:
+        except BaseException:
+            # A timeout, Ctrl-C or a kernel interrupt: stop the work too, so an abandoned
+            # pairing cannot still answer a device and a request cannot still run.
             future.cancel()
             raise
 
@@ -213,24 +216,36 @@ class PairingAttempt:
         except RelayError as error:
             raise RelayUnreachableError(str(error)) from error
         self._connection = connection
-        deadline = min(
-            time.monotonic() + timeout, time.monotonic() + self.offer.expires - time.time()
-        )
+        expiry = time.monotonic() + self.offer.expires - time.time()
+        deadline = min(time.monotonic() + timeout, expiry)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 await connection.close()
+                if deadline < expiry:
+                    raise PairingError(
+                        f"No device answered within {timeout:g} s.",
+                        "Scan the code with the device sooner, or wait longer (--timeout).",
+                    )
                 raise PairingError(
                     "No device answered the offer before it expired.",
                     "Pair again, and scan the new code within its lifetime.",
                 )
+            if connection.closed:
+                raise RelayUnreachableError(
+                    f"The relay at {self.offer.relay} closed the connection while waiting "
+                    "for the device."
+                )
             try:
-                delivery = await connection.receive(pair_d2h, remaining)
+                delivery = await connection.receive(pair_d2h, min(remaining, 1.0))
             except TimeoutError:
                 continue
             pending = self._accept(delivery.data)
             if pending is not None:
-                await connection.post(pair_h2d, pending[1], ttl=600)
+                try:
+                    await connection.post(pair_h2d, pending[1], ttl=600)
+                except RelayError as error:
+                    raise RelayUnreachableError(str(error)) from error
                 return pending[0]
 
     def _accept(self, data: bytes) -> tuple[PendingPairing, bytes] | None:
@@ -296,6 +311,10 @@ class PairingAttempt:
                 protocol.encode_envelope(protocol.KIND_PAIR_FINAL, self._conversation, body),
                 ttl=600,
             )
+        except RelayError as error:
+            raise RelayUnreachableError(
+                f"The relay failed before the device heard the answer ({error}); pair again."
+            ) from error
         finally:
             await self._connection.close()
         if not confirmed:
@@ -356,10 +375,17 @@ class DeviceClient:
             await connection.post(
                 h2d, protocol.encode_envelope(protocol.KIND_OPEN, conversation, opening), ttl
             )
-            accept = await self._next(
-                connection, reply_cap, d2h, conversation, deadline, protocol.KIND_ACCEPT
-            )
-            protocol.unpad(handshake.read_message(accept), "accept payload")
+            while True:
+                accept = await self._next(
+                    connection, reply_cap, d2h, conversation, deadline, protocol.KIND_ACCEPT
+                )
+                try:
+                    # read_message changes nothing when it fails: a forged or damaged
+                    # accept is dropped and the real one can still be read (§6).
+                    protocol.unpad(handshake.read_message(accept), "accept payload")
+                    break
+                except (NoiseError, ProtocolError):
+                    continue
             transport = handshake.transport()
             body = transport.encrypt(protocol.pad(request.to_message()))
             await connection.post(
@@ -368,8 +394,16 @@ class DeviceClient:
             answer = await self._next(
                 connection, reply_cap, d2h, conversation, deadline, protocol.KIND_DATA
             )
-            message = protocol.unpad(transport.decrypt(answer), "response")
-            result = protocol.check_response(message, request)
+            try:
+                message = protocol.unpad(transport.decrypt(answer), "response")
+                result = protocol.check_response(message, request)
+            except (NoiseError, ProtocolError) as error:
+                # §9: a transport message that fails ends the session.
+                raise BridgeError(
+                    f"The answer from the device {self.record.name!r} failed authentication "
+                    "(changed or forged on the way); the request was abandoned.",
+                    "Retry; if it keeps happening, the relay is tampering with messages.",
+                ) from error
             closing = transport.encrypt(protocol.pad({"t": "close"}))
             await connection.post(
                 h2d, protocol.encode_envelope(protocol.KIND_DATA, conversation, closing), ttl

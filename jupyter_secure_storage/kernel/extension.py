@@ -29,6 +29,7 @@ MAGIC_NAMES = {
         "secure_list",
         "secure_status",
         "secure_redaction",
+        "secure_pair",
     ],
     "cell": ["secure_unredacted"],
 }

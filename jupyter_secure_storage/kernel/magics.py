@@ -8,10 +8,12 @@ key. Mistakes raise ``UsageError``: one line, no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -63,10 +65,20 @@ NO_PROMPT_REMEDY = (
 )
 
 
+NO_CONFIRMATION = (
+    "pairing asks you to compare a confirmation code, and this kernel cannot ask (the "
+    "notebook runs without stdin: nbclient, papermill, or a front end without input "
+    "support); nothing was paired. Run it where you can answer, or pass --yes only when "
+    "you compare the code some other way (or the device is your own process): --yes alone "
+    "trusts whichever device answers the offer first."
+)
+
+
 @magics_class
 class SecureStorageMagics(Magics):
     """``%secure_write``, ``%secure_read``, ``%secure_env``, ``%secure_delete``,
-    ``%secure_list``, ``%secure_status``, ``%secure_redaction`` and ``%%secure_unredacted``."""
+    ``%secure_list``, ``%secure_status``, ``%secure_redaction``, ``%secure_pair`` and
+    ``%%secure_unredacted``."""
 
     inject_env = Dict(
         key_trait=Unicode(),
@@ -85,6 +97,8 @@ class SecureStorageMagics(Magics):
         self.redaction_installed = False
         #: Replaces getpass when set (tests). Called with the prompt text.
         self.prompt_function: prompting.PromptFunction | None = None
+        #: Replaces input() for %secure_pair's code question when set (tests).
+        self.confirm_function: prompting.PromptFunction | None = None
         self.injected: dict[str, str] = {}
 
     # --- helpers ------------------------------------------------------------------------
@@ -326,6 +340,138 @@ class SecureStorageMagics(Magics):
             lines.append(f"             cells run with %%secure_unredacted: {cells}")
         lines.append("history    : guarded (values kept out of In, _iN and history.sqlite)")
         return lines
+
+    # --- pairing a device ----------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--relay", required=True, metavar="URL", help="the relay's ws:// or wss:// URL")
+    @argument("--label", help="how the device shows this computer (default: user@hostname)")
+    @argument(
+        "--offer-file",
+        metavar="PATH",
+        help="also write the offer URI to PATH (mode 0600) for a device started by a script; "
+        "removed when pairing ends",
+    )
+    @argument(
+        "--yes",
+        action="store_true",
+        help="accept the confirmation code without asking (only when the code is compared "
+        "another way, or the device is your own process)",
+    )
+    @argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long to wait for the device (default 600)",
+    )
+    @line_magic
+    def secure_pair(self, line: str) -> None:
+        """Pair a device (a phone, or `jupyter-secure-storage device`) through a relay.
+
+        Shows a QR code and the offer to copy, waits for the device (the cell blocks),
+        then replaces that display with "pairing offer closed": the offer holds a one-time
+        secret and does not stay in the saved notebook. Then it shows the confirmation
+        code and asks whether the device shows the same one. Use the device afterwards
+        with ``SecureStorage(backend="device")``. See docs/pairing.md.
+        """
+        from IPython.display import display
+
+        from ..bridge.host import PairingAttempt
+        from ..bridge.qr import (
+            OfferClosed,
+            OfferDisplay,
+            check_label,
+            check_relay_url,
+            default_label,
+            remove_offer_file,
+            run_pairing_step,
+            write_offer_file,
+        )
+
+        args = self._parse(self.secure_pair, line, "secure_pair")
+        try:
+            relay = check_relay_url(args.relay)
+            label = check_label(args.label if args.label is not None else default_label())
+        except ValueError as error:
+            raise UsageError(f"%secure_pair: {error}") from None
+        if not 0 < args.timeout <= 86_400:
+            raise UsageError("%secure_pair: --timeout must be more than 0 and at most 86400.")
+        if not args.yes and not self._can_ask():
+            raise UsageError(f"%secure_pair: {NO_CONFIRMATION}")
+        try:
+            attempt = PairingAttempt(relay, label, lifetime=int(min(args.timeout, 600)))
+        except SecureStorageError as error:
+            raise UsageError(f"%secure_pair: {error}") from None
+        offer = attempt.offer
+        offer_file = Path(args.offer_file).expanduser() if args.offer_file else None
+        handle = display(
+            OfferDisplay(offer.uri, offer.label, offer.relay, offer.expires), display_id=True
+        )
+        closed = "pairing offer closed"
+        try:
+            if offer_file is not None:
+                write_offer_file(offer_file, offer.uri)
+            pending = run_pairing_step(attempt.wait_for_device(args.timeout), args.timeout)
+            closed = f"pairing offer closed: the device {pending.device_name!r} answered"
+        except OSError as error:
+            closed = "pairing offer closed: not paired"
+            raise UsageError(
+                f"%secure_pair: cannot write the offer file {offer_file}: {error.strerror}."
+            ) from None
+        except SecureStorageError as error:
+            closed = "pairing offer closed: not paired"
+            raise UsageError(f"%secure_pair: {error}") from None
+        finally:
+            # Whatever happened, the offer leaves the notebook and the disk.
+            handle.update(OfferClosed(closed))
+            if offer_file is not None:
+                remove_offer_file(offer_file, offer.uri)
+        print(f"Confirmation code: {pending.code}")
+        confirmed = self._confirm_code(attempt, args.yes)
+        try:
+            record = run_pairing_step(attempt.finish(confirmed), 15)
+        except SecureStorageError as error:
+            raise UsageError(f"%secure_pair: {error}") from None
+        if record is None:
+            print(
+                "Not paired: the code was not confirmed. The device was told; nothing was "
+                "stored. If the device showed another code (or none), someone else may have "
+                "used the offer: pair again."
+            )
+            return
+        print(
+            f"paired with {record.name} via {record.relay}: use it with "
+            'SecureStorage(backend="device").'
+        )
+
+    def _can_ask(self) -> bool:
+        """Whether the code question can be answered here (a front end with stdin)."""
+        if self.confirm_function is not None:
+            return True
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is None:
+            return prompting.can_prompt()
+        # ipykernel records whether the front end accepts input_request for this cell.
+        return bool(getattr(kernel, "_allow_stdin", True))
+
+    def _confirm_code(self, attempt: Any, yes: bool) -> bool:
+        from ..bridge.qr import run_pairing_step
+
+        if yes:
+            print("confirmed without asking (--yes)")
+            return True
+        ask = self.confirm_function or input
+        try:
+            answer = ask("Does the device show the same code? [y/N] ")
+        except BaseException as error:
+            # Nobody could answer (or the cell was interrupted): refuse, and say so.
+            with contextlib.suppress(SecureStorageError):  # else it gives up in 10 minutes
+                run_pairing_step(attempt.finish(False), 15)
+            if type(error).__name__ == "StdinNotImplementedError" or isinstance(error, EOFError):
+                raise UsageError(f"%secure_pair: {NO_CONFIRMATION}") from None
+            raise
+        return answer.strip().lower() in ("y", "yes")
 
     # --- opting out of redaction, visibly -----------------------------------------------------
 
