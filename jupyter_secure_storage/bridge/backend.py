@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from traitlets import Float, Unicode, default
 
 from ..backends.base import Backend, Diagnosis
-from ..errors import SecureStorageError
+from ..errors import DeviceOfflineError, SecureStorageError
 from . import protocol
 from .host import BridgeLoop, DeviceClient, HostKeystore, raise_for
 
@@ -77,7 +77,14 @@ class DeviceBackend(Backend):
         request = protocol.new_request(
             op, namespace=namespace, key=key, value=value, lifetime=int(self.timeout) + 60
         )
-        answer = BridgeLoop.get().run(client.request(request, self.timeout), self.timeout)
+        try:
+            answer = BridgeLoop.get().run(client.request(request, self.timeout), self.timeout)
+        except TimeoutError:
+            # The request bounds itself; this is the safety net if the loop is stuck.
+            raise DeviceOfflineError(
+                f"No answer from the device {client.record.name!r} or the relay within "
+                f"{self.timeout:g} s."
+            ) from None
         raise_for(answer, client.record.name)
         return answer
 

@@ -26,7 +26,7 @@ from traitlets.config import Config
 
 from .._version import __version__
 from ..backends.vault import VaultBackend
-from ..errors import PairingError, SecureStorageError
+from ..errors import PairingError, RelayUnreachableError, SecureStorageError
 from . import protocol
 from .noise import HandshakeState, NoiseError, generate_keypair
 from .protocol import ProtocolError, Request, b64u, unb64u
@@ -202,7 +202,9 @@ class ReferenceDevice:
         self.say = say
         self._key = state.device_key()
         self._sessions: dict[bytes, _Session] = {}
-        self._answered: dict[bytes, tuple[dict[str, Any], float]] = {}
+        self._answered: dict[
+            tuple[bytes, bytes], tuple[dict[str, Any], float, tuple[Any, ...]]
+        ] = {}
         self._approved_until: dict[tuple[bytes, str, str], float] = {}
         self._last_expiry = 0.0
 
@@ -212,7 +214,6 @@ class ReferenceDevice:
         offer, offer_string = protocol.decode_offer(offer_text)
         if offer.expired():
             raise PairingError("The offer has expired.", "Ask the computer for a new one.")
-        pair_h2d, pair_d2h = offer.mailbox_caps()
         conversation = secrets.token_bytes(16)
         handshake = HandshakeState.initialize(
             protocol.PAIRING_PROTOCOL,
@@ -223,6 +224,22 @@ class ReferenceDevice:
             psks=[offer.secret],
         )
         deadline = time.monotonic() + timeout
+        try:
+            return await self._pair(offer, offer_string, handshake, conversation, deadline)
+        except RelayError as error:
+            raise RelayUnreachableError(
+                f"The relay at {offer.relay} failed during pairing ({error})."
+            ) from error
+
+    async def _pair(
+        self,
+        offer: protocol.Offer,
+        offer_string: str,
+        handshake: HandshakeState,
+        conversation: bytes,
+        deadline: float,
+    ) -> Pairing:
+        pair_h2d, pair_d2h = offer.mailbox_caps()
         async with RelayConnection(offer.relay) as connection:
             await connection.subscribe(pair_h2d)
             hello = protocol.pad(
@@ -371,8 +388,8 @@ class ReferenceDevice:
         ]:
             del self._sessions[conversation]
         wall = time.time()
-        for request_id in [i for i, (_, until) in self._answered.items() if until < wall]:
-            del self._answered[request_id]
+        for cache_key in [k for k, (_, until, _) in self._answered.items() if until < wall]:
+            del self._answered[cache_key]
 
     async def _handle(self, connection: RelayConnection, pairing: Pairing, data: bytes) -> None:
         try:
@@ -453,13 +470,19 @@ class ReferenceDevice:
             request_id = unb64u(message.get("id"), 16, "id")
         except ProtocolError:
             return None
-        cached = self._answered.get(request_id)
-        if cached is not None:
-            return cached[0]  # a repeated id: the same answer, without asking again
         try:
             request = protocol.decode_request(message)
         except ProtocolError as error:
             return protocol.error_response(request_id, "bad-request", str(error))
+        # The cache answers a repeated request from the same host; an id reused by another
+        # host, or for another operation, is not that request.
+        cache_key = (pairing.pairing, request_id)
+        cached = self._answered.get(cache_key)
+        if cached is not None:
+            answer, _, asked = cached
+            if asked == _same_request(request):
+                return answer  # a repeated id: the same answer, without asking again
+            return protocol.error_response(request_id, "bad-request", "request id reused")
         if request.expired():
             return protocol.error_response(request_id, "expired", "the request expired")
         if request.namespace == INTERNAL:
@@ -470,7 +493,11 @@ class ReferenceDevice:
             answer = await self._execute(request, pairing)
         except SecureStorageError as error:
             answer = protocol.error_response(request_id, "internal", error.cause[:200])
-        self._answered[request_id] = (answer, request.expires + protocol.CLOCK_SKEW)
+        self._answered[cache_key] = (
+            answer,
+            request.expires + protocol.CLOCK_SKEW,
+            _same_request(request),
+        )
         return answer
 
     async def _approved(self, request: Request, pairing: Pairing) -> bool:
@@ -522,3 +549,15 @@ class ReferenceDevice:
         self.state.forget_pairing(pairing)
         self.say(f"Unpaired from {pairing.host_label!r}.")
         return protocol.response(request.id)
+
+
+def _same_request(request: Request) -> tuple[Any, ...]:
+    """What must match for a repeated id to be the same request (a digest, not the value)."""
+    import hashlib
+
+    value_digest = (
+        hashlib.sha256(request.value.encode("utf-8", "surrogatepass")).digest()
+        if request.value is not None
+        else None
+    )
+    return (request.op, request.namespace, request.key, value_digest, request.expires)

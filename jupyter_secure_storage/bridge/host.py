@@ -36,7 +36,7 @@ from ..storage import SecureStorage
 from . import protocol
 from .noise import HandshakeState, NoiseError, generate_keypair, public_key_bytes
 from .protocol import Offer, ProtocolError, Request, b64u, unb64u
-from .relay_client import RelayConnection, RelayError
+from .relay_client import CLOSED, RelayConnection, RelayError
 
 PAIRING_NAMESPACE = "jss-bridge"
 HOST_KEY = "host-key"
@@ -332,19 +332,28 @@ class DeviceClient:
     def __init__(self, record: DeviceRecord, host_key: X25519PrivateKey) -> None:
         self.record = record
         self.host_key = host_key
+        self._relay_answered = False
 
     async def request(self, request: Request, timeout: float) -> dict[str, Any]:
         """Send ``request``; retry once with the same id over a new session if the relay fails."""
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
+        self._relay_answered = False
         for _attempt in range(2):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                return await self._session(request, remaining)
+                # The whole session, relay operations included, within the deadline.
+                return await asyncio.wait_for(self._session(request, remaining), remaining)
             except RelayError as error:
                 last_error = error
+            except TimeoutError:
+                if not self._relay_answered:
+                    raise RelayUnreachableError(
+                        f"The relay at {self.record.relay} did not answer within {timeout:g} s."
+                    ) from None
+                break
         if isinstance(last_error, RelayError):
             raise RelayUnreachableError(
                 f"The relay at {self.record.relay} failed during the request ({last_error})."
@@ -365,8 +374,9 @@ class DeviceClient:
             rs=unb64u(self.record.device_key, 32),
         )
         deadline = time.monotonic() + timeout
-        async with RelayConnection(self.record.relay) as connection:
+        async with RelayConnection(self.record.relay, connect_timeout=timeout) as connection:
             await connection.subscribe(reply_cap)
+            self._relay_answered = True
             await connection.subscribe(d2h)  # unknown-host notices come here
             opening = handshake.write_message(
                 protocol.pad({"t": "open", "v": 1, "reply": b64u(reply_cap)})
@@ -437,6 +447,7 @@ class DeviceClient:
                 if notices in done:
                     receiving.cancel()
                     notices.result()  # raises the device's refusal
+                    raise RelayError("the relay closed the connection")  # it returned: closed
                 if receiving not in done:
                     receiving.cancel()
                     continue
@@ -458,6 +469,9 @@ class DeviceClient:
         queue = connection.messages(d2h)
         while True:
             delivery = await queue.get()  # notices are hints: not acknowledged, they expire
+            if delivery is CLOSED:
+                queue.put_nowait(CLOSED)
+                return
             try:
                 envelope = protocol.decode_envelope(delivery.data)
                 if envelope.kind != protocol.KIND_NOTICE or envelope.conversation != conversation:

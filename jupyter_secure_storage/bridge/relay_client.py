@@ -35,6 +35,10 @@ class Delivery:
     data: bytes
 
 
+# Put in every mailbox queue when the connection ends, so nobody waits on a dead socket.
+CLOSED = Delivery("", "", b"")
+
+
 class RelayConnection:
     """``async with RelayConnection(url) as relay: await relay.post(cap, data)``."""
 
@@ -139,6 +143,9 @@ class RelayConnection:
         box = mailbox_id(cap)
         queue = self._queues[box]
         delivery = await asyncio.wait_for(queue.get(), timeout)
+        if delivery is CLOSED:
+            queue.put_nowait(CLOSED)  # for the next reader too
+            raise RelayError(f"the relay closed the connection ({self._closed_reason})")
         with contextlib.suppress(RelayError):
             await self.ack(cap, delivery.seq)
         return delivery
@@ -169,6 +176,8 @@ class RelayConnection:
             for future in self._waiting.values():
                 if not future.done():
                     future.set_exception(RelayError("the relay closed the connection"))
+            for queue in self._queues.values():
+                queue.put_nowait(CLOSED)
 
     def _deliver(self, message: dict[str, Any]) -> None:
         box, seq = message.get("box"), message.get("seq")
