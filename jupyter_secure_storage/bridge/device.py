@@ -207,6 +207,7 @@ class ReferenceDevice:
         ] = {}
         self._approved_until: dict[tuple[bytes, str, str], float] = {}
         self._last_expiry = 0.0
+        self._in_flight: dict[tuple[bytes, bytes], tuple[tuple[Any, ...], asyncio.Future[Any]]] = {}
 
     # --- pairing -----------------------------------------------------------------------
 
@@ -483,6 +484,35 @@ class ReferenceDevice:
             if asked == _same_request(request):
                 return answer  # a repeated id: the same answer, without asking again
             return protocol.error_response(request_id, "bad-request", "request id reused")
+        running = self._in_flight.get(cache_key)
+        if running is not None:
+            # A retry while the owner is still deciding: wait for that answer, do not ask
+            # again or run the operation twice.
+            asked, pending = running
+            if asked != _same_request(request):
+                return protocol.error_response(request_id, "bad-request", "request id reused")
+            return await asyncio.shield(pending)
+        pending = asyncio.get_running_loop().create_future()
+        self._in_flight[cache_key] = (_same_request(request), pending)
+        try:
+            answer = await self._answer_once(request, pairing, request_id)
+            self._answered[cache_key] = (
+                answer,
+                request.expires + protocol.CLOCK_SKEW,
+                _same_request(request),
+            )
+            pending.set_result(answer)
+            return answer
+        except BaseException as error:
+            pending.set_exception(error)
+            pending.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            raise
+        finally:
+            del self._in_flight[cache_key]
+
+    async def _answer_once(
+        self, request: Request, pairing: Pairing, request_id: bytes
+    ) -> dict[str, Any]:
         if request.expired():
             return protocol.error_response(request_id, "expired", "the request expired")
         if request.namespace == INTERNAL:
@@ -490,15 +520,9 @@ class ReferenceDevice:
                 request_id, "denied", "that namespace is the device's own"
             )
         try:
-            answer = await self._execute(request, pairing)
+            return await self._execute(request, pairing)
         except SecureStorageError as error:
-            answer = protocol.error_response(request_id, "internal", error.cause[:200])
-        self._answered[cache_key] = (
-            answer,
-            request.expires + protocol.CLOCK_SKEW,
-            _same_request(request),
-        )
-        return answer
+            return protocol.error_response(request_id, "internal", error.cause[:200])
 
     async def _approved(self, request: Request, pairing: Pairing) -> bool:
         key = request.key or ""

@@ -240,6 +240,11 @@ class PairingAttempt:
                 delivery = await connection.receive(pair_d2h, min(remaining, 1.0))
             except TimeoutError:
                 continue
+            except RelayError as error:
+                raise RelayUnreachableError(
+                    f"The relay at {self.offer.relay} closed the connection while waiting "
+                    "for the device."
+                ) from error
             pending = self._accept(delivery.data)
             if pending is not None:
                 try:
@@ -332,24 +337,25 @@ class DeviceClient:
     def __init__(self, record: DeviceRecord, host_key: X25519PrivateKey) -> None:
         self.record = record
         self.host_key = host_key
-        self._relay_answered = False
 
     async def request(self, request: Request, timeout: float) -> dict[str, Any]:
         """Send ``request``; retry once with the same id over a new session if the relay fails."""
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
-        self._relay_answered = False
+        relay_answered: list[bool] = []  # set by _session once the relay answers
         for _attempt in range(2):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
                 # The whole session, relay operations included, within the deadline.
-                return await asyncio.wait_for(self._session(request, remaining), remaining)
+                return await asyncio.wait_for(
+                    self._session(request, remaining, relay_answered), remaining
+                )
             except RelayError as error:
                 last_error = error
             except TimeoutError:
-                if not self._relay_answered:
+                if not relay_answered:
                     raise RelayUnreachableError(
                         f"The relay at {self.record.relay} did not answer within {timeout:g} s."
                     ) from None
@@ -362,7 +368,9 @@ class DeviceClient:
             f"The device {self.record.name!r} did not answer within {timeout:g} s."
         )
 
-    async def _session(self, request: Request, timeout: float) -> dict[str, Any]:
+    async def _session(
+        self, request: Request, timeout: float, relay_answered: list[bool]
+    ) -> dict[str, Any]:
         h2d, d2h = unb64u(self.record.h2d, 32), unb64u(self.record.d2h, 32)
         reply_cap = secrets.token_bytes(32)
         conversation = secrets.token_bytes(16)
@@ -376,7 +384,7 @@ class DeviceClient:
         deadline = time.monotonic() + timeout
         async with RelayConnection(self.record.relay, connect_timeout=timeout) as connection:
             await connection.subscribe(reply_cap)
-            self._relay_answered = True
+            relay_answered.append(True)
             await connection.subscribe(d2h)  # unknown-host notices come here
             opening = handshake.write_message(
                 protocol.pad({"t": "open", "v": 1, "reply": b64u(reply_cap)})
