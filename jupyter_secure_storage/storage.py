@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from traitlets import Instance, Int, Unicode, Union, validate
+from traitlets import Bool, Instance, Int, Unicode, Union, validate
 from traitlets.config import Config, LoggingConfigurable
 
 from .backends.base import Backend, Diagnosis, load_backend_class
@@ -207,6 +207,9 @@ class StoredKey:
     modified: datetime | None
 
 
+FINGERPRINT_NAMESPACE = "jss-fingerprints"
+INTERNAL_NAMESPACES = (FINGERPRINT_NAMESPACE, "jss-bridge")
+
 _auto_choice_lock = threading.Lock()
 _auto_warned: set[str] = set()
 
@@ -258,6 +261,15 @@ class SecureStorage(LoggingConfigurable):
 
     max_value_length = Int(
         1_048_576, help="The longest value accepted, in characters. Longer ones are refused."
+    ).tag(config=True)
+
+    fingerprints = Bool(
+        True,
+        help=(
+            "Keep keyed fingerprints of stored values (namespace jss-fingerprints) so the "
+            "save hook and `jupyter-secure-storage scan` can find them in files without "
+            "reading any value."
+        ),
     ).tag(config=True)
 
     @validate("namespace")
@@ -346,6 +358,7 @@ class SecureStorage(LoggingConfigurable):
                 "c.SecureStorage.max_value_length). Nothing was stored.",
             )
         backend.set(self.namespace, key, plain)
+        self._fingerprint("update", key, plain)
         _hub.fire(self._store_id, key, secret)
 
     def read(self, key: str) -> Secret | None:
@@ -362,6 +375,7 @@ class SecureStorage(LoggingConfigurable):
         """Remove ``key``. A missing key is not an error."""
         key = validate_key(key)
         if self.backend_object.delete(self.namespace, key):
+            self._fingerprint("remove", key)
             _hub.fire(self._store_id, key, None)
 
     def read_all(self) -> dict[str, Secret]:
@@ -371,7 +385,10 @@ class SecureStorage(LoggingConfigurable):
 
     def delete_all(self) -> None:
         """Remove every key of the namespace (other namespaces are untouched)."""
-        for key in self.backend_object.delete_all(self.namespace):
+        removed = self.backend_object.delete_all(self.namespace)
+        if removed:
+            self._fingerprint("remove_namespace")
+        for key in removed:
             _hub.fire(self._store_id, key, None)
 
     def keys(self) -> list[str]:
@@ -389,8 +406,33 @@ class SecureStorage(LoggingConfigurable):
         return listed
 
     def namespaces(self) -> list[str]:
-        """Namespaces in this backend that hold at least one key."""
-        return self.backend_object.list_namespaces()
+        """Namespaces in this backend that hold at least one key (the package's own hidden)."""
+        return [
+            namespace
+            for namespace in self.backend_object.list_namespaces()
+            if namespace not in INTERNAL_NAMESPACES
+        ]
+
+    def _fingerprint(self, action: str, *args: str) -> None:
+        """Keep the fingerprint records in step; a failure never undoes the write."""
+        if not self.fingerprints or self.namespace == FINGERPRINT_NAMESPACE:
+            return
+        from .scan.fingerprints import FingerprintIndex
+
+        try:
+            index = FingerprintIndex.for_store(self)
+            if action == "update":
+                index.update(self.namespace, *args)
+            elif action == "remove":
+                index.remove(self.namespace, *args)
+            else:
+                index.remove_namespace(self.namespace)
+        except (SecureStorageError, OSError) as error:
+            logger.warning(
+                "Could not update the fingerprints file scanners use (%s); files may not "
+                "be checked for this value.",
+                getattr(error, "cause", type(error).__name__),
+            )
 
     # --- async twins: the same operations off the event loop's thread ----------------------
 

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from traitlets import Float, Int, Unicode
 
@@ -58,6 +58,7 @@ _CHUNKED = _MARK + "chunks:v1:"
 _ESCAPED = _MARK + "raw:"
 _WINDOWS_CAP_BYTES = 2400  # CRED_MAX_CREDENTIAL_BLOB_SIZE is 2560 bytes of UTF-16; keep a margin
 
+_TRANSIENT_RETRIES = 4
 T = TypeVar("T")
 
 
@@ -240,22 +241,31 @@ class KeyringBackend(Backend):
     # --- one keystore call, with keyring's errors turned into ours -----------------------
 
     def _call(self, operation: str, function: Callable[[], T]) -> T:
-        try:
-            return function()
-        except SecureStorageError:
-            raise
-        except Exception as error:
-            kind = type(error).__name__
-            if kind in ("KeyringLocked", "LockedException", "PromptDismissedException"):
-                raise KeystoreLockedError(
-                    f"The OS keystore ({_keyring_name(self.keyring)}) is locked; "
-                    f"{operation} failed."
-                ) from error
-            raise BackendOperationError(
-                f"The OS keystore ({_keyring_name(self.keyring)}) failed to {operation} ({kind}).",
-                "Run `jupyter-secure-storage doctor`; if the keystore needs unlocking, "
-                "unlock it and retry.",
+        for attempt in range(_TRANSIENT_RETRIES + 1):
+            try:
+                return function()
+            except SecureStorageError:
+                raise
+            except Exception as error:
+                # Secret Service: an item another process replaced between our search and
+                # our read of it. The operation is safe to repeat.
+                if type(error).__name__ == "ItemNotFoundException" and attempt < _TRANSIENT_RETRIES:
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                self._raise_typed(operation, error)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_typed(self, operation: str, error: Exception) -> NoReturn:
+        kind = type(error).__name__
+        if kind in ("KeyringLocked", "LockedException", "PromptDismissedException"):
+            raise KeystoreLockedError(
+                f"The OS keystore ({_keyring_name(self.keyring)}) is locked; {operation} failed."
             ) from error
+        raise BackendOperationError(
+            f"The OS keystore ({_keyring_name(self.keyring)}) failed to {operation} ({kind}).",
+            "Run `jupyter-secure-storage doctor`; if the keystore needs unlocking, "
+            "unlock it and retry.",
+        ) from error
 
     def _raw_get(self, service: str, account: str) -> str | None:
         keyring_backend = self.keyring

@@ -1,0 +1,346 @@
+"""Finding stored values in text by keyed fingerprint, without holding the values.
+
+For every stored value the storage layer keeps, in the namespace ``jss-fingerprints`` of
+the same store, one record per *form* of the value -- the value itself, its standard
+and URL-safe base64 (at each byte alignment), URL-quoted, JSON-, HTML- and repr-escaped
+forms, as the kernel's redaction uses
+(:func:`jupyter_secure_storage.kernel.redaction.encoded_forms`):
+
+    (length in UTF-8 bytes, anchor length, anchor hash, HMAC-SHA256 of the form)
+
+Both hashes are keyed by a random master key kept in the store, so the records say
+nothing about the values to whoever lacks the store. A process that may not hold
+plaintext -- the Jupyter server, a pre-commit hook -- loads the records and scans:
+
+1. the *anchor* of a form is its first 16 bytes (shorter forms: all of them). For every
+   position of the text at once (numpy), the two little-endian 64-bit words starting
+   there and 8 bytes later are masked to the anchor length and mixed by a keyed
+   multiply-xor hash to 32 bits -- one pass of a handful of vector operations per
+   distinct anchor length (one, when every form has 16 bytes or more), however many
+   values are stored;
+2. a 2^22-bit table of the anchors' hashes drops almost every position;
+3. the few positions left are looked up by full hash and confirmed by the HMAC of the
+   whole form there. A finding is therefore exact: no false positive survives the HMAC.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..kernel.redaction import encoded_forms
+from .findings import STORED, Finding
+
+FINGERPRINT_NAMESPACE = "jss-fingerprints"
+MASTER_KEY = "master-key"
+RECORD_PREFIX = "ns:"
+ANCHOR = 16  # bytes: the anchor of forms at least this long
+MIN_LENGTH = 6  # forms shorter than this are not fingerprinted (too many false hits)
+_FORMAT = 1
+_FILTER_BITS = 22
+_CHUNK = 1 << 20  # bytes hashed at once: buffers that stay in cache and are reused
+_U64 = np.dtype("<u8")
+_local = threading.local()
+
+
+def _derive(master: bytes, label: bytes) -> bytes:
+    return hmac.new(master, b"jss-fingerprints/1 " + label, hashlib.sha256).digest()
+
+
+def _keys(master: bytes) -> tuple[np.uint64, np.uint64, np.uint64]:
+    raw = _derive(master, b"anchor hash")
+    k1, k2, k3 = (int.from_bytes(raw[i : i + 8], "little") | 1 for i in (0, 8, 16))
+    return np.uint64(k1), np.uint64(k2), np.uint64(k3)
+
+
+class _Workspace:
+    """Buffers reused from chunk to chunk: fresh large arrays cost more in page faults
+    than the arithmetic done in them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.words = np.empty(size + 8, dtype=_U64)
+        self.mixed = np.empty(size, dtype=_U64)
+        self.upper = np.empty(size, dtype=_U64)
+        self.shifted = np.empty(size, dtype=_U64)
+        self.hit = np.empty(size, dtype=np.bool_)
+
+    def load(self, data: bytes, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """For positions 0..count-1: the little-endian u64 at i and at i + 8 (zero past
+        the end of ``data``)."""
+        padded = data[: count + 16] + bytes(24)
+        words = self.words[: count + 8]
+        for shift in range(8):
+            lane = words[shift::8]
+            lane[:] = np.frombuffer(padded, dtype=_U64, count=len(lane), offset=shift)
+        return words[:count], words[8 : count + 8]
+
+    def hash(
+        self, low: np.ndarray, high: np.ndarray, length: int, keys: tuple[np.uint64, ...]
+    ) -> np.ndarray:
+        """32-bit keyed hashes of the ``length``-byte anchors at each position."""
+        count = len(low)
+        mixed, upper = self.mixed[:count], self.upper[:count]
+        mask_low, mask_high = _mask(length)
+        k1, k2, k3 = keys
+        np.bitwise_and(low, mask_low, out=mixed)
+        np.multiply(mixed, k1, out=mixed)
+        if length > 8:
+            np.bitwise_and(high, mask_high, out=upper)
+            np.multiply(upper, k2, out=upper)
+            np.add(mixed, upper, out=mixed)
+        np.right_shift(mixed, np.uint64(29), out=upper)
+        np.bitwise_xor(mixed, upper, out=mixed)
+        np.multiply(mixed, k3, out=mixed)
+        np.right_shift(mixed, np.uint64(32), out=mixed)
+        return mixed
+
+    def candidates(self, hashes: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        count = len(hashes)
+        index, hit = self.shifted[:count], self.hit[:count]
+        np.right_shift(hashes, np.uint64(32 - _FILTER_BITS), out=index)
+        np.take(bits, index, out=hit)
+        return np.flatnonzero(hit)
+
+
+def _mask(length: int) -> tuple[np.uint64, np.uint64]:
+    low = min(length, 8)
+    high = max(length - 8, 0)
+    return np.uint64((1 << (8 * low)) - 1), np.uint64((1 << (8 * high)) - 1)
+
+
+def _anchor_hash(anchor: bytes, keys: tuple[np.uint64, ...]) -> int:
+    workspace = _Workspace(1)
+    low, high = workspace.load(anchor, 1)
+    return int(workspace.hash(low, high, len(anchor), keys)[0])
+
+
+def _encoding_of(value: str, form: str) -> str:
+    if form == value:
+        return "literal"
+    if set(form) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="):
+        return "base64"
+    if set(form) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_="):
+        return "base64url"
+    if "%" in form:
+        return "url-quoted"
+    return "escaped"
+
+
+@dataclass(frozen=True)
+class FormRecord:
+    """The fingerprint of one form of one stored value."""
+
+    length: int  # UTF-8 bytes
+    anchor_length: int
+    anchor_hash: int
+    digest: str  # b64 HMAC-SHA256 of the whole form
+    encoding: str
+
+    def to_json(self) -> list[Any]:
+        return [self.length, self.anchor_length, self.anchor_hash, self.digest, self.encoding]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> FormRecord:
+        length, anchor_length, anchor_hash, digest, encoding = raw
+        return cls(int(length), int(anchor_length), int(anchor_hash), str(digest), str(encoding))
+
+
+def fingerprint(value: str, master: bytes) -> list[FormRecord]:
+    """The records for every form of ``value``."""
+    mac_key, keys = _derive(master, b"hmac"), _keys(master)
+    records = []
+    for form in sorted(encoded_forms(value, MIN_LENGTH)):
+        data = form.encode("utf-8", "surrogatepass")
+        anchor = data[: min(ANCHOR, len(data))]
+        digest = base64.b64encode(hmac.new(mac_key, data, hashlib.sha256).digest()).decode()
+        records.append(
+            FormRecord(
+                len(data),
+                len(anchor),
+                _anchor_hash(anchor, keys),
+                digest,
+                _encoding_of(value, form),
+            )
+        )
+    return records
+
+
+# --- the matcher -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    length: int
+    digest: bytes
+    name: str
+    encoding: str
+
+
+class KnownValues:
+    """A detector of stored values from their fingerprints (``find(text)``)."""
+
+    def __init__(self, records: dict[str, list[FormRecord]], master: bytes) -> None:
+        self._mac_key = _derive(master, b"hmac")
+        self._keys = _keys(master)
+        # anchor length -> anchor hash -> the forms that start so
+        self._targets: dict[int, dict[int, list[_Target]]] = {}
+        for name, forms in records.items():
+            for form in forms:
+                self._targets.setdefault(form.anchor_length, {}).setdefault(
+                    form.anchor_hash, []
+                ).append(_Target(form.length, base64.b64decode(form.digest), name, form.encoding))
+        self._filters = {}
+        for length, table in self._targets.items():
+            bits = np.zeros(1 << _FILTER_BITS, dtype=np.bool_)
+            bits[np.array(sorted(table), dtype=np.uint64) >> np.uint64(32 - _FILTER_BITS)] = True
+            self._filters[length] = bits
+        self.names = sorted(records)
+        self.minimum = min(self._targets, default=0)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    # --- building -------------------------------------------------------------------------
+
+    @classmethod
+    def from_values(
+        cls, names_by_value: dict[str, str], master: bytes | None = None
+    ) -> KnownValues:
+        """Fingerprints computed here (tests; processes that hold the values anyway)."""
+        master = master or secrets.token_bytes(32)
+        records: dict[str, list[FormRecord]] = {}
+        for value, name in names_by_value.items():
+            records.setdefault(name, []).extend(fingerprint(value, master))
+        return cls(records, master)
+
+    @classmethod
+    def from_store(cls, store: Any = None) -> KnownValues:
+        """Every namespace's fingerprints from the configured store; no value is read."""
+        from .fingerprints import FingerprintIndex
+
+        return FingerprintIndex.for_store(store).known_values()
+
+    # --- scanning ---------------------------------------------------------------------------
+
+    def find_many(self, texts: list[str]) -> list[list[Finding]]:
+        """``find`` over many texts in one pass: they are joined by NUL characters, which
+        no fingerprinted form contains, so a match never spans two texts."""
+        results: list[list[Finding]] = [[] for _ in texts]
+        if not self._targets:
+            return results
+        starts, position = [], 0
+        for text in texts:
+            starts.append(position)
+            position += len(text) + 1
+        for finding in self.find("\0".join(texts)):
+            index = bisect.bisect_right(starts, finding.start) - 1
+            base = starts[index]
+            if finding.end <= base + len(texts[index]):
+                results[index].append(
+                    replace(finding, start=finding.start - base, end=finding.end - base)
+                )
+        return results
+
+    def find(self, text: str) -> list[Finding]:
+        if not self._targets or 4 * len(text) < self.minimum:
+            return []
+        data = text.encode("utf-8", "surrogatepass")
+        if len(data) < self.minimum:
+            return []
+        found: list[tuple[int, int, _Target]] = []
+        workspace = getattr(_local, "workspace", None)
+        if workspace is None:
+            workspace = _local.workspace = _Workspace(_CHUNK)
+        # Each chunk hashes the anchors *starting* in it (reading up to 15 bytes past its
+        # end); the HMAC check then reads the whole text.
+        for offset in range(0, len(data), _CHUNK):
+            count = min(_CHUNK, len(data) - offset)
+            low, high = workspace.load(data[offset : offset + count + ANCHOR], count)
+            for length, bits in self._filters.items():
+                hashes = workspace.hash(low, high, length, self._keys)
+                candidates = workspace.candidates(hashes, bits)
+                if len(candidates):
+                    self._confirm(
+                        data,
+                        offset=offset,
+                        hashes=hashes,
+                        candidates=candidates,
+                        length=length,
+                        found=found,
+                    )
+        return self._to_findings(text, data, found)
+
+    def _confirm(
+        self,
+        data: bytes,
+        *,
+        offset: int,
+        hashes: np.ndarray,
+        candidates: np.ndarray,
+        length: int,
+        found: list[tuple[int, int, _Target]],
+    ) -> None:
+        table = self._targets[length]
+        for position in candidates.tolist():
+            targets = table.get(int(hashes[position]))
+            if not targets:
+                continue
+            start = offset + position
+            for target in targets:
+                end = start + target.length
+                if end <= len(data) and hmac.compare_digest(
+                    hmac.new(self._mac_key, data[start:end], hashlib.sha256).digest(),
+                    target.digest,
+                ):
+                    found.append((start, end, target))
+
+    @staticmethod
+    def _to_findings(
+        text: str, data: bytes, found: list[tuple[int, int, _Target]]
+    ) -> list[Finding]:
+        if not found:
+            return []
+        # Forms of one value overlap (base64 at each alignment, padded or not): keep the
+        # longest of each run of overlapping matches.
+        found.sort(key=lambda item: (item[0], -item[1]))
+        kept: list[tuple[int, int, _Target]] = []
+        for start, end, target in found:
+            if kept and start < kept[-1][1]:
+                if end > kept[-1][1]:
+                    kept[-1] = (kept[-1][0], end, kept[-1][2])
+                continue
+            kept.append((start, end, target))
+        found = kept
+        ascii_only = len(data) == len(text)
+
+        def chars(offset: int) -> int:
+            return offset if ascii_only else len(data[:offset].decode("utf-8", "surrogatepass"))
+
+        return [
+            Finding(STORED, chars(start), chars(end), name=target.name, encoding=target.encoding)
+            for start, end, target in found
+        ]
+
+
+def dumps_records(records: dict[str, list[FormRecord]]) -> str:
+    return json.dumps(
+        {"v": _FORMAT, "keys": {k: [f.to_json() for f in v] for k, v in sorted(records.items())}},
+        separators=(",", ":"),
+    )
+
+
+def loads_records(text: str) -> dict[str, list[FormRecord]]:
+    raw = json.loads(text)
+    if not isinstance(raw, dict) or raw.get("v") != _FORMAT:
+        return {}
+    return {str(k): [FormRecord.from_json(f) for f in v] for k, v in raw.get("keys", {}).items()}
