@@ -357,8 +357,12 @@ class SecureStorage(LoggingConfigurable):
                 "Choose another backend for large values (the vault takes up to "
                 "c.SecureStorage.max_value_length). Nothing was stored.",
             )
-        backend.set(self.namespace, key, plain)
-        self._fingerprint("update", key, plain)
+        index = self._fingerprint_index()
+        if index is not None and index.backend is backend and backend.atomic_batches:
+            index.write(self.namespace, key, plain)  # value and fingerprints, one write
+        else:
+            backend.set(self.namespace, key, plain)
+            self._fingerprint("update", key, plain)
         _hub.fire(self._store_id, key, secret)
 
     def read(self, key: str) -> Secret | None:
@@ -413,14 +417,28 @@ class SecureStorage(LoggingConfigurable):
             if namespace not in INTERNAL_NAMESPACES
         ]
 
-    def _fingerprint(self, action: str, *args: str) -> None:
-        """Keep the fingerprint records in step; a failure never undoes the write."""
-        if not self.fingerprints or self.namespace == FINGERPRINT_NAMESPACE:
-            return
+    def _fingerprint_index(self) -> Any:
+        """Where this store's fingerprints are kept (None: not kept, or unreachable)."""
+        if not self.fingerprints or self.namespace in INTERNAL_NAMESPACES:
+            return None
         from .scan.fingerprints import FingerprintIndex
 
         try:
-            index = FingerprintIndex.for_store(self)
+            return FingerprintIndex.for_store(self)
+        except (SecureStorageError, OSError) as error:
+            logger.warning(
+                "Could not open the fingerprints scanners use (%s); files may not be "
+                "checked for this value.",
+                getattr(error, "cause", type(error).__name__),
+            )
+            return None
+
+    def _fingerprint(self, action: str, *args: str) -> None:
+        """Keep the fingerprint records in step; a failure never undoes the write."""
+        index = self._fingerprint_index()
+        if index is None:
+            return
+        try:
             if action == "update":
                 index.update(self.namespace, *args)
             elif action == "remove":

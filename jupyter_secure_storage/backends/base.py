@@ -101,6 +101,17 @@ class Backend(LoggingConfigurable):
                 values[key] = value
         return values
 
+    #: ``set_many`` applies all its changes or none (one durable write).
+    atomic_batches = False
+
+    def set_many(self, changes: list[tuple[str, str, str | None]]) -> None:
+        """Apply ``(namespace, key, value)`` changes in order; ``None`` deletes."""
+        for namespace, key, value in changes:
+            if value is None:
+                self.delete(namespace, key)
+            else:
+                self.set(namespace, key, value)
+
     def delete_all(self, namespace: str) -> list[str]:
         """Remove every key in the namespace; return the names removed."""
         removed = []

@@ -599,6 +599,25 @@ class VaultBackend(Backend):
 
         self._modify(change)
 
+    atomic_batches = True
+
+    def set_many(self, changes: list[tuple[str, str, str | None]]) -> None:
+        """All the changes in one durable write of the vault."""
+
+        def change(entries: Entries) -> tuple[None, bool]:
+            now = time.time()
+            for namespace, key, value in changes:
+                keys = entries.setdefault(namespace, {})
+                if value is None:
+                    keys.pop(key, None)
+                else:
+                    keys[key] = {"value": value, "modified": now}
+                if not keys:
+                    del entries[namespace]
+            return None, True
+
+        self._modify(change)
+
     def delete(self, namespace: str, key: str) -> bool:
         if not self.file.exists():
             return False

@@ -25,6 +25,8 @@ from .known import (
     dumps_records,
     fingerprint,
     loads_records,
+    pack_forms,
+    unpack_forms,
 )
 
 
@@ -68,36 +70,52 @@ class FingerprintIndex:
 
     # --- records -------------------------------------------------------------------------
 
-    def _records(self, namespace: str) -> dict[str, list[FormRecord]]:
+    def _records(self, namespace: str) -> dict[str, str]:
         raw = self.backend.get(FINGERPRINT_NAMESPACE, RECORD_PREFIX + namespace)
         return loads_records(raw) if raw else {}
 
-    def _save(self, namespace: str, records: dict[str, list[FormRecord]]) -> None:
-        if records:
-            self.backend.set(
-                FINGERPRINT_NAMESPACE, RECORD_PREFIX + namespace, dumps_records(records)
+    def _record_change(
+        self, namespace: str, records: dict[str, str]
+    ) -> tuple[str, str, str | None]:
+        return (
+            FINGERPRINT_NAMESPACE,
+            RECORD_PREFIX + namespace,
+            dumps_records(records) if records else None,
+        )
+
+    def write(self, namespace: str, key: str, value: str) -> None:
+        """Store ``value`` and its fingerprints in one durable write (backends with atomic
+        batches: the vault). Errors are the write's own: nothing is half done."""
+        master = self._master(create=True)
+        assert master is not None  # noqa: S101 -- created above
+        packed = pack_forms(fingerprint(value, master))
+        with self._lock():
+            records = self._records(namespace)
+            records[key] = packed
+            self.backend.set_many(
+                [(namespace, key, value), self._record_change(namespace, records)]
             )
-        else:
-            self.backend.delete(FINGERPRINT_NAMESPACE, RECORD_PREFIX + namespace)
 
     def update(self, namespace: str, key: str, value: str) -> None:
         master = self._master(create=True)
         assert master is not None  # noqa: S101 -- created above
-        forms = fingerprint(value, master)
+        packed = pack_forms(fingerprint(value, master))
         with self._lock():
             records = self._records(namespace)
-            records[key] = forms
-            self._save(namespace, records)
+            if records.get(key) != packed:
+                records[key] = packed
+                self.backend.set_many([self._record_change(namespace, records)])
 
     def remove(self, namespace: str, key: str) -> None:
         with self._lock():
             records = self._records(namespace)
             if records.pop(key, None) is not None:
-                self._save(namespace, records)
+                self.backend.set_many([self._record_change(namespace, records)])
 
     def remove_namespace(self, namespace: str) -> None:
         with self._lock():
-            self._save(namespace, {})
+            if self._records(namespace):
+                self.backend.set_many([self._record_change(namespace, {})])
 
     def known_values(self) -> KnownValues:
         """A detector for every stored value of every namespace (names as ``ns/key``)."""
@@ -109,7 +127,7 @@ class FingerprintIndex:
             if not name.startswith(RECORD_PREFIX):
                 continue
             namespace = name[len(RECORD_PREFIX) :]
-            for key, forms in self._records(namespace).items():
+            for key, packed in self._records(namespace).items():
                 label = key if namespace == "default" else f"{namespace}/{key}"
-                records.setdefault(label, []).extend(forms)
+                records.setdefault(label, []).extend(unpack_forms(packed))
         return KnownValues(records, master)

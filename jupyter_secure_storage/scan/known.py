@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import struct
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
@@ -136,6 +137,11 @@ def _encoding_of(value: str, form: str) -> str:
     return "escaped"
 
 
+ENCODINGS = ("literal", "base64", "base64url", "url-quoted", "escaped")
+_DIGEST = 16  # bytes of HMAC-SHA256 kept: a 2^-128 chance that a wrong match passes
+_PACKED = struct.Struct("<IBIB16s")
+
+
 @dataclass(frozen=True)
 class FormRecord:
     """The fingerprint of one form of one stored value."""
@@ -143,16 +149,28 @@ class FormRecord:
     length: int  # UTF-8 bytes
     anchor_length: int
     anchor_hash: int
-    digest: str  # b64 HMAC-SHA256 of the whole form
+    digest: bytes  # the first 16 bytes of HMAC-SHA256 of the whole form
     encoding: str
 
-    def to_json(self) -> list[Any]:
-        return [self.length, self.anchor_length, self.anchor_hash, self.digest, self.encoding]
 
-    @classmethod
-    def from_json(cls, raw: list[Any]) -> FormRecord:
-        length, anchor_length, anchor_hash, digest, encoding = raw
-        return cls(int(length), int(anchor_length), int(anchor_hash), str(digest), str(encoding))
+def pack_forms(forms: list[FormRecord]) -> str:
+    """A key's records as one compact string (26 bytes per form, base64)."""
+    return base64.b64encode(
+        b"".join(
+            _PACKED.pack(
+                f.length, f.anchor_length, f.anchor_hash, ENCODINGS.index(f.encoding), f.digest
+            )
+            for f in forms
+        )
+    ).decode("ascii")
+
+
+def unpack_forms(packed: str) -> list[FormRecord]:
+    raw = base64.b64decode(packed)
+    forms = []
+    for length, anchor_length, anchor_hash, encoding, digest in _PACKED.iter_unpack(raw):
+        forms.append(FormRecord(length, anchor_length, anchor_hash, digest, ENCODINGS[encoding]))
+    return forms
 
 
 def fingerprint(value: str, master: bytes) -> list[FormRecord]:
@@ -162,7 +180,7 @@ def fingerprint(value: str, master: bytes) -> list[FormRecord]:
     for form in sorted(encoded_forms(value, MIN_LENGTH)):
         data = form.encode("utf-8", "surrogatepass")
         anchor = data[: min(ANCHOR, len(data))]
-        digest = base64.b64encode(hmac.new(mac_key, data, hashlib.sha256).digest()).decode()
+        digest = hmac.new(mac_key, data, hashlib.sha256).digest()[:_DIGEST]
         records.append(
             FormRecord(
                 len(data),
@@ -189,6 +207,8 @@ class _Target:
 class KnownValues:
     """A detector of stored values from their fingerprints (``find(text)``)."""
 
+    exact = True  # every finding is confirmed by HMAC: safe to apply inside base64 media
+
     def __init__(self, records: dict[str, list[FormRecord]], master: bytes) -> None:
         self._mac_key = _derive(master, b"hmac")
         self._keys = _keys(master)
@@ -198,7 +218,7 @@ class KnownValues:
             for form in forms:
                 self._targets.setdefault(form.anchor_length, {}).setdefault(
                     form.anchor_hash, []
-                ).append(_Target(form.length, base64.b64decode(form.digest), name, form.encoding))
+                ).append(_Target(form.length, form.digest, name, form.encoding))
         self._filters = {}
         for length, table in self._targets.items():
             bits = np.zeros(1 << _FILTER_BITS, dtype=np.bool_)
@@ -299,7 +319,7 @@ class KnownValues:
             for target in targets:
                 end = start + target.length
                 if end <= len(data) and hmac.compare_digest(
-                    hmac.new(self._mac_key, data[start:end], hashlib.sha256).digest(),
+                    hmac.new(self._mac_key, data[start:end], hashlib.sha256).digest()[:_DIGEST],
                     target.digest,
                 ):
                     found.append((start, end, target))
@@ -332,15 +352,17 @@ class KnownValues:
         ]
 
 
-def dumps_records(records: dict[str, list[FormRecord]]) -> str:
-    return json.dumps(
-        {"v": _FORMAT, "keys": {k: [f.to_json() for f in v] for k, v in sorted(records.items())}},
-        separators=(",", ":"),
-    )
+def dumps_records(records: dict[str, str]) -> str:
+    """A namespace's records (key -> :func:`pack_forms`) as stored."""
+    return json.dumps({"v": _FORMAT, "keys": records}, separators=(",", ":"), sort_keys=True)
 
 
-def loads_records(text: str) -> dict[str, list[FormRecord]]:
+def loads_records(text: str) -> dict[str, str]:
     raw = json.loads(text)
-    if not isinstance(raw, dict) or raw.get("v") != _FORMAT:
+    if (
+        not isinstance(raw, dict)
+        or raw.get("v") != _FORMAT
+        or not isinstance(raw.get("keys"), dict)
+    ):
         return {}
-    return {str(k): [FormRecord.from_json(f) for f in v] for k, v in raw.get("keys", {}).items()}
+    return {str(k): str(v) for k, v in raw["keys"].items()}
