@@ -258,6 +258,19 @@ def test_values_rest_encrypted_on_the_device(paired_device: RunningDevice, tmp_p
     assert all(value.encode() not in p.read_bytes() for p in files)
 
 
+def test_device_values_are_fingerprinted_in_the_host_store(paired_device: RunningDevice) -> None:
+    """The save guard and scanners find a phone's values without asking the phone."""
+    from jupyter_secure_storage.scan.known import KnownValues
+
+    value = canary()
+    device_store().write("ON_PHONE", value)
+    host_store = SecureStorage(config=fast_kdf_config())  # the host's own vault
+    assert [f.name for f in KnownValues.from_store(host_store).find(f"x {value} y")] == ["ON_PHONE"]
+    assert [f.name for f in KnownValues.from_store(device_store()).find(value)] == ["ON_PHONE"]
+    device_store().delete("ON_PHONE")
+    assert KnownValues.from_store(host_store).find(value) == []
+
+
 # --- Redis: two relays, one set of mailboxes ------------------------------------------------
 
 
