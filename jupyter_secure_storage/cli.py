@@ -495,7 +495,9 @@ def _show_offer(offer: Any, offer_file: Path | None, out: TextIO, err: TextIO) -
     uri, label = offer.uri, offer.label
     until = time.strftime("%H:%M:%S", time.localtime(offer.expires))
     if offer_file is None:
-        out.write(terminal_text(uri))
+        # The code holds the web companion's link (a phone's camera opens it); the line
+        # below it is the offer URI for the reference device or for copying.
+        out.write(terminal_text(offer.companion_link()))
         out.write(f"{uri}\n")
         out.flush()
         err.write(

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
+web_build
 venv_install ".[examples]"
 export PATH="$VENV/bin:$PATH"
 jss() { jupyter-secure-storage --namespace demo "$@"; }

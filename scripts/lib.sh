@@ -34,3 +34,11 @@ venv_install() {
 pip_install() {
     "$VENV/bin/pip" install --quiet "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2)
 }
+
+# The web companion (web/): npm ci, then esbuild into jupyter_secure_storage/bridge/web_static/
+# (the wheel's build hook, hatch_build.py, does the same when the page is missing or stale).
+web_build() {
+    command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ and npm" >&2; return 1; }
+    step "building the web companion (npm ci && npm run build in web/)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+}

@@ -138,6 +138,10 @@ class Offer:
     def web_link(self, http_origin: str) -> str:
         return http_origin.rstrip("/") + "/device/#" + self.encode()
 
+    def companion_link(self) -> str:
+        """The web companion's page for this offer's relay, with the offer in the fragment."""
+        return companion_url(self.relay) + "#" + self.encode()
+
     def prologue(self, offer_string: str | None = None) -> bytes:
         return PAIRING_PROLOGUE + (offer_string or self.encode()).encode("ascii")
 
@@ -150,6 +154,19 @@ class Offer:
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) > self.expires + CLOCK_SKEW
+
+
+def companion_url(relay_url: str) -> str:
+    """Where the relay serves the web companion (§3): ``ws``/``wss`` become ``http``/``https``
+    and the last path segment becomes ``device/``, so ``wss://h/relay`` gives
+    ``https://h/device/`` and ``ws://h/base/secure-storage/relay`` (the Jupyter Server
+    route) gives ``http://h/base/secure-storage/device/``."""
+    scheme, separator, rest = relay_url.partition("://")
+    if not separator or scheme not in ("ws", "wss"):
+        raise ProtocolError("the relay URL must be a ws:// or wss:// URL")
+    authority, slash, path = rest.partition("/")
+    parent = ("/" + path).rsplit("/", 1)[0] if slash else ""
+    return f"{'https' if scheme == 'wss' else 'http'}://{authority}{parent}/device/"
 
 
 def decode_offer(text: str) -> tuple[Offer, str]:

@@ -83,27 +83,42 @@ class OfferDisplay:
     :class:`OfferClosed` once the attempt ends, so the offer does not stay in the notebook.
     """
 
-    def __init__(self, uri: str, label: str, relay: str, expires: int) -> None:
+    def __init__(
+        self, uri: str, label: str, relay: str, expires: int, link: str | None = None
+    ) -> None:
         self.uri = uri
         self.label = label
         self.relay = relay
         self.expires = expires
+        # The web companion's link (protocol.Offer.companion_link): what the QR code holds
+        # when given, so a phone's camera opens the page; the reference device takes either.
+        self.link = link
+
+    @property
+    def scanned(self) -> str:
+        return self.link or self.uri
 
     def _expiry(self) -> str:
         return time.strftime("%H:%M:%S", time.localtime(self.expires))
 
     def _repr_svg_(self) -> str:
-        return svg(self.uri)
+        return svg(self.scanned)
 
     def _repr_html_(self) -> str:
         return (
             '<div class="jss-pairing-offer">'
-            f"<div>{svg(self.uri)}</div>"
+            f"<div>{svg(self.scanned)}</div>"
             "<p>Scan this code with the device that will keep your secrets, or give it "
             "the offer below. This computer shows itself as "
             f"<b>{html.escape(self.label)}</b>; relay <code>{html.escape(self.relay)}</code>. "
             f"The offer works once and expires at {self._expiry()}.</p>"
-            '<p><code style="user-select: all; word-break: break-all">'
+            + (
+                "<p>A phone's camera opens the web companion from this code (over HTTPS; "
+                "see docs/web-companion.md).</p>"
+                if self.link
+                else ""
+            )
+            + '<p><code style="user-select: all; word-break: break-all">'
             f"{html.escape(self.uri)}</code></p>"
             "<p><small>This display is replaced once a device answers: the offer holds a "
             "one-time secret and must not stay in the notebook.</small></p>"
@@ -114,7 +129,7 @@ class OfferDisplay:
         return (
             f"Pairing offer for {self.label} via {self.relay} (works once; expires at "
             f"{self._expiry()}). Scan the code, or give the device this offer:\n"
-            f"{terminal_text(self.uri)}{self.uri}"
+            f"{terminal_text(self.scanned)}{self.uri}"
         )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

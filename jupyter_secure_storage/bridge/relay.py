@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import tornado.httpserver
@@ -567,8 +568,70 @@ def relay_handlers(
     return [(re.escape(path), handler or RelayHandler, {"relay": relay})]
 
 
+# --- the web companion's page ------------------------------------------------------------------
+
+WEB_STATIC = Path(__file__).with_name("web_static")
+# The page talks to relays only (any origin the offer names: ws: and wss:), loads nothing
+# from elsewhere, and is never framed.
+COMPANION_CSP = (
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "style-src 'self'; script-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+def companion_path(relay_path: str) -> str:
+    """The page's route beside the relay's: ``/relay`` -> ``/device/`` (protocol.companion_url)."""
+    return relay_path.rsplit("/", 1)[0] + "/device/"
+
+
+class CompanionHandler(tornado.web.StaticFileHandler):
+    """The built web companion (``web_static``), with headers that keep the offer private.
+
+    The offer travels in the URL fragment, which browsers never send; ``no-referrer`` keeps
+    the page's own URL out of any request, and ``no-store`` keeps the page out of caches,
+    so a page update reaches phones at once.
+    """
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", COMPANION_CSP)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if status_code == 404 and not (WEB_STATIC / "index.html").exists():
+            self.finish(
+                "The web companion is not built in this installation: run "
+                "`npm ci && npm run build` in the source tree's web/ folder, or install a "
+                "wheel (which ships it).\n"
+            )
+            return
+        self.finish(f"{status_code}\n")
+
+
+def companion_handlers(
+    relay_path: str = DEFAULT_PATH, handler: type[CompanionHandler] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """Routes serving the page at ``companion_path(relay_path)`` (and a redirect to it)."""
+    page = companion_path(relay_path)
+    return [
+        (re.escape(page.rstrip("/")), tornado.web.RedirectHandler, {"url": page}),
+        (
+            re.escape(page) + "(.*)",
+            handler or CompanionHandler,
+            {"path": str(WEB_STATIC), "default_filename": "index.html"},
+        ),
+    ]
+
+
 def make_app(relay: Relay, path: str = DEFAULT_PATH) -> tornado.web.Application:
-    handlers: list[Any] = [*relay_handlers(relay, path), (r"/healthz", HealthHandler)]
+    handlers: list[Any] = [
+        *relay_handlers(relay, path),
+        *companion_handlers(path),
+        (r"/healthz", HealthHandler),
+    ]
     return tornado.web.Application(handlers)
 
 

@@ -1,4 +1,5 @@
-"""The relay inside a Jupyter Server, at ``<base_url>secure-storage/relay``.
+"""The relay inside a Jupyter Server, at ``<base_url>secure-storage/relay``, and the web
+companion's page beside it at ``<base_url>secure-storage/device/``.
 
 Enable it with ``jupyter server extension enable jupyter_secure_storage.bridge.server_extension``
 and configure it with ``c.SecureStorageRelay`` (below). The WebSocket does **not** use the
@@ -15,7 +16,16 @@ from typing import Any
 from traitlets import Int, Unicode
 from traitlets.config import Configurable
 
-from .relay import DEFAULT_LIMITS, Limits, Relay, RelayHandler, make_store, relay_handlers
+from .relay import (
+    DEFAULT_LIMITS,
+    CompanionHandler,
+    Limits,
+    Relay,
+    RelayHandler,
+    companion_handlers,
+    make_store,
+    relay_handlers,
+)
 
 MODULE = "jupyter_secure_storage.bridge.server_extension"
 
@@ -58,6 +68,19 @@ class JupyterRelayHandler(RelayHandler):
         await super().get(*args, **kwargs)
 
 
+class JupyterCompanionHandler(CompanionHandler):
+    """The web companion's page beside the relay route: public, like the relay (the phone
+    has no Jupyter token); it is static files and reaches nothing of the server."""
+
+    @_allow_unauthenticated
+    def get(self, path: str, include_body: bool = True) -> Any:
+        return super().get(path, include_body)
+
+    @_allow_unauthenticated
+    def head(self, path: str) -> Any:
+        return super().head(path)
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": MODULE}]
 
@@ -75,7 +98,13 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     )
     relay = Relay(store, limits, max_connections=settings.max_connections)
     route = url_path_join(serverapp.base_url, settings.path.strip("/"))
-    serverapp.web_app.add_handlers(".*$", relay_handlers(relay, route, JupyterRelayHandler))
+    serverapp.web_app.add_handlers(
+        ".*$",
+        [
+            *relay_handlers(relay, route, JupyterRelayHandler),
+            *companion_handlers(route, JupyterCompanionHandler),
+        ],
+    )
     serverapp.web_app.settings["secure_storage_relay"] = relay
     serverapp.log.info("jupyter_secure_storage relay at %s (storage: %s)", route, store.describe())
 

@@ -406,7 +406,10 @@ class SecureStorageMagics(Magics):
         offer = attempt.offer
         offer_file = Path(args.offer_file).expanduser() if args.offer_file else None
         handle = display(
-            OfferDisplay(offer.uri, offer.label, offer.relay, offer.expires), display_id=True
+            OfferDisplay(
+                offer.uri, offer.label, offer.relay, offer.expires, offer.companion_link()
+            ),
+            display_id=True,
         )
         closed = "pairing offer closed"
         try:
