@@ -39,6 +39,7 @@ from jupyter_secure_storage.bridge.mailboxes import parse_seq  # noqa: E402
 from jupyter_secure_storage.bridge.protocol import mailbox_id  # noqa: E402
 from jupyter_secure_storage.bridge.relay import (  # noqa: E402
     ERROR_CODES,
+    WEB_STATIC,
     Ack,
     FrameError,
     Limits,
@@ -1045,6 +1046,18 @@ def test_mounted_in_jupyter_server_without_its_token(tmp_path: Path) -> None:
                 assert (await d.call("bogus"))["code"] == "bad_request"
 
         run(body())
+
+        # The web companion's page beside it, without the token too (the phone has none).
+        if (WEB_STATIC / "index.html").exists():
+            page = f"http://127.0.0.1:{port}/base/secure-storage/device/"
+            with urllib.request.urlopen(page, timeout=10) as answer:
+                assert answer.status == 200
+                assert b'src="app.js"' in answer.read()
+                assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+                assert answer.headers["Referrer-Policy"] == "no-referrer"
+            for url in (page + "app.js", page.rstrip("/")):  # the redirect is public too
+                with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310
+                    assert answer.status == 200
     finally:
         server.terminate()
         try:
@@ -1054,6 +1067,8 @@ def test_mounted_in_jupyter_server_without_its_token(tmp_path: Path) -> None:
             server.wait()
     text = log.read_text(errors="replace")
     assert "RelayHandler" not in text, "jupyter_server warned about the relay's route"
+    assert "CompanionHandler" not in text, "jupyter_server warned about the page's route"
+    assert "RedirectHandler" not in text, "jupyter_server warned about the page's redirect"
     assert "jupyter_secure_storage relay at /base/secure-storage/relay" in text
 
 

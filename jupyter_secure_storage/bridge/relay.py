@@ -612,12 +612,14 @@ class CompanionHandler(tornado.web.StaticFileHandler):
 
 
 def companion_handlers(
-    relay_path: str = DEFAULT_PATH, handler: type[CompanionHandler] | None = None
+    relay_path: str = DEFAULT_PATH,
+    handler: type[CompanionHandler] | None = None,
+    redirect: type[tornado.web.RedirectHandler] | None = None,
 ) -> list[tuple[str, Any, Any]]:
     """Routes serving the page at ``companion_path(relay_path)`` (and a redirect to it)."""
     page = companion_path(relay_path)
     return [
-        (re.escape(page.rstrip("/")), tornado.web.RedirectHandler, {"url": page}),
+        (re.escape(page.rstrip("/")), redirect or tornado.web.RedirectHandler, {"url": page}),
         (
             re.escape(page) + "(.*)",
             handler or CompanionHandler,

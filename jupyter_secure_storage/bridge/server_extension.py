@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import tornado.web
 from traitlets import Int, Unicode
 from traitlets.config import Configurable
 
@@ -81,6 +82,14 @@ class JupyterCompanionHandler(CompanionHandler):
         return super().head(path)
 
 
+class JupyterCompanionRedirect(tornado.web.RedirectHandler):
+    """``.../device`` -> ``.../device/``, public like the page."""
+
+    @_allow_unauthenticated
+    def get(self, *args: Any, **kwargs: Any) -> None:
+        super().get(*args, **kwargs)
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": MODULE}]
 
@@ -102,7 +111,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         ".*$",
         [
             *relay_handlers(relay, route, JupyterRelayHandler),
-            *companion_handlers(route, JupyterCompanionHandler),
+            *companion_handlers(route, JupyterCompanionHandler, JupyterCompanionRedirect),
         ],
     )
     serverapp.web_app.settings["secure_storage_relay"] = relay
