@@ -186,7 +186,33 @@ class VaultBusyError(VaultError):
     )
 
 
+# --- scanning files for secrets ----------------------------------------------------------
+
+
+class ScanError(SecureStorageError):
+    """Base of the errors of ``jupyter-secure-storage scan``."""
+
+
+class AllowlistError(ScanError, ValueError):
+    """An allowlist file that cannot be used as written (its line number is in the cause)."""
+
+    default_remedy = (
+        "Each line of the allowlist is `path: GLOB`, `fingerprint: SHA256HEX`, "
+        "`regex: PATTERN` or `kind: KIND`; comments start with #. See docs/scanning.md."
+    )
+
+
+class ScrubRefusedError(ScanError):
+    """``scan --fix`` would have written an invalid file, so the file was left unchanged."""
+
+    default_remedy = (
+        "Remove the secret by hand (the findings name its place), or open the file in "
+        "Jupyter and save it: the pre-save hook scrubs it. Then rotate the secret."
+    )
+
+
 __all__ = [
+    "AllowlistError",
     "BackendOperationError",
     "BackendUnavailableError",
     "BridgeError",
@@ -200,6 +226,8 @@ __all__ = [
     "NoPairedDeviceError",
     "PairingError",
     "RelayUnreachableError",
+    "ScanError",
+    "ScrubRefusedError",
     "SecretNotFoundError",
     "SecretSerializationError",
     "SecureStorageError",
