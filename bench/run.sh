@@ -5,6 +5,9 @@
 # HOME, so no real keyring is ever touched.
 # Usage: bash bench/run.sh [bench/storage.py options, e.g. --quick]
 # Results: the table on stdout, and bench/results/storage.json.
+# Then the web companion's read round trip beside the reference device (bench/web.py:
+# Debian's Chromium, the built page, loopback only; bench/results/web.json); --quick
+# makes that one a smoke test too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -22,3 +25,11 @@ HOME="$bench_home" XDG_DATA_HOME="$bench_home/.local/share" XDG_CONFIG_HOME="$be
     printf %s "$JSS_BENCH_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
     exec "$0" bench/storage.py --require-keyring "$@"' "$VENV/bin/python" "$@" \
   2> >(grep -v "Failed to set fd limit" >&2)
+
+step "web companion benchmark (bench/web.py: the page in Chromium vs the reference device)"
+apt_install chromium
+web_build
+pip_install "playwright>=1.65"
+web_args=()
+for arg in "$@"; do [ "$arg" = "--quick" ] && web_args+=(--quick); done
+"$VENV/bin/python" bench/web.py "${web_args[@]}"

@@ -3,7 +3,7 @@
 // The owner's answers come from an Approver (the page's buttons); every approval that
 // releases or stores a value is also a WebAuthn assertion (Vault.valueKey).
 
-import { HandshakeState, keyPairFromSecret, NoiseError, type KeyPair, type Transport } from "./noise.js";
+import { dh, generateKeyPair, HandshakeState, keyPairFromSecret, NoiseError, type KeyPair, type Transport } from "./noise.js";
 import * as p from "./protocol.js";
 import { RelayConnection, RelayError, type Delivery } from "./relay.js";
 import { Vault, VaultError, type StoredPairing } from "./vault.js";
@@ -59,6 +59,69 @@ async function fingerprint(request: p.Request): Promise<string> {
   return JSON.stringify([request.op, request.ns, request.key, value, request.exp]);
 }
 
+/**
+ * Session handshakes (KK, the page as responder) done partly ahead of time: X25519 in
+ * JavaScript costs about a millisecond, and a session needs five. Per paired host, the
+ * static-static DH is the same every time, and a fresh ephemeral key pair with its DH
+ * against the host's static key can be made while the page is idle; only the two DHs
+ * with the host's new ephemeral key are left for the moment a request arrives. Each
+ * prepared ephemeral is used once.
+ */
+class Prepared {
+  private readonly statics = new Map<string, Uint8Array>(); // host key -> DH(s, host key)
+  private readonly ephemerals = new Map<string, { e: KeyPair; se: Uint8Array }[]>();
+  private filling = false;
+
+  constructor(private readonly deviceKey: () => KeyPair) {}
+
+  /** A fresh ephemeral for a session with `hostKey`, and the DH function that knows it. */
+  take(hostKey: Uint8Array): { e: KeyPair; dh: (pair: KeyPair, publicKey: Uint8Array) => Uint8Array } {
+    const id = p.b64u(hostKey);
+    const prepared = this.ephemerals.get(id)?.shift() ?? this.make(hostKey);
+    const s = this.deviceKey();
+    let ss = this.statics.get(id);
+    if (!ss) {
+      ss = dh(s, hostKey);
+      this.statics.set(id, ss);
+    }
+    const known = ss;
+    this.refill(hostKey);
+    return {
+      e: prepared.e,
+      dh: (pair, publicKey) => {
+        if (p.equalBytes(publicKey, hostKey)) {
+          if (pair === s) return known;
+          if (pair === prepared.e) return prepared.se;
+        }
+        return dh(pair, publicKey);
+      },
+    };
+  }
+
+  private make(hostKey: Uint8Array): { e: KeyPair; se: Uint8Array } {
+    const e = generateKeyPair();
+    return { e, se: dh(e, hostKey) };
+  }
+
+  /** Keep two ready per host, made after the current request has been answered. */
+  refill(hostKey: Uint8Array): void {
+    if (this.filling) return;
+    this.filling = true;
+    setTimeout(() => {
+      this.filling = false;
+      const id = p.b64u(hostKey);
+      const list = this.ephemerals.get(id) ?? [];
+      while (list.length < 2) list.push(this.make(hostKey));
+      this.ephemerals.set(id, list);
+    }, 50);
+  }
+
+  clear(): void {
+    this.statics.clear();
+    this.ephemerals.clear();
+  }
+}
+
 export class Device {
   private key: KeyPair | null = null;
   private readonly connections = new Map<string, RelayConnection>();
@@ -67,6 +130,7 @@ export class Device {
   private readonly inFlight = new Map<string, { fingerprint: string; answer: Promise<p.Response> }>();
   private readonly approvedUntil = new Map<string, number>(); // pairing/ns/key -> ms
   private rememberedKey: { key: CryptoKey; until: number } | null = null;
+  private readonly prepared = new Prepared(() => this.deviceKey);
   private serving = false;
   private sweeper: ReturnType<typeof setInterval> | null = null;
 
@@ -186,6 +250,7 @@ export class Device {
     }
     this.connections.clear();
     this.sessions.clear();
+    this.prepared.clear();
     this.forgetRemembered();
   }
 
@@ -231,6 +296,7 @@ export class Device {
       return; // reconnectLater tries again
     }
     const h2d = p.unb64u(pairing.h2d, 32);
+    this.prepared.refill(p.unb64u(pairing.hostKey, 32));
     await connection.subscribe(h2d, (delivery) => this.handle(connection, pairing, delivery.data));
   }
 
@@ -275,11 +341,15 @@ export class Device {
 
   private async open(connection: RelayConnection, pairing: StoredPairing, envelope: p.Envelope, conversation: string): Promise<void> {
     if (this.sessions.has(conversation)) return; // a duplicate of an open session
+    const hostKey = p.unb64u(pairing.hostKey, 32);
+    const { e, dh: prepared } = this.prepared.take(hostKey);
     const handshake = new HandshakeState(p.SESSION_PROTOCOL, {
       initiator: false,
       prologue: p.sessionPrologue(p.unb64u(pairing.pairing, 16)),
       s: this.deviceKey,
-      rs: p.unb64u(pairing.hostKey, 32),
+      e,
+      rs: hostKey,
+      dh: prepared,
     });
     let reply: Uint8Array;
     try {

@@ -38,7 +38,7 @@ export function generateKeyPair(): KeyPair {
   return keyPairFromSecret(crypto.getRandomValues(new Uint8Array(32)));
 }
 
-function dh(pair: KeyPair, publicKey: Uint8Array): Uint8Array {
+export function dh(pair: KeyPair, publicKey: Uint8Array): Uint8Array {
   if (publicKey.length !== DHLEN) throw new NoiseError("a DH public key must be 32 bytes");
   let shared: Uint8Array;
   try {
@@ -239,6 +239,8 @@ export interface HandshakeOptions {
   e?: KeyPair | undefined; // a fixed ephemeral: test vectors only
   rs?: Uint8Array | undefined;
   psks?: Uint8Array[] | undefined;
+  /** DH(key pair, public key); a caller may answer from values it computed ahead of time. */
+  dh?: ((pair: KeyPair, publicKey: Uint8Array) => Uint8Array) | undefined;
 }
 
 export class HandshakeState {
@@ -248,6 +250,7 @@ export class HandshakeState {
   private readonly psks: Uint8Array[];
   private readonly usesPsk: boolean;
   private readonly s: KeyPair | undefined;
+  private readonly dh: (pair: KeyPair, publicKey: Uint8Array) => Uint8Array;
   private e: KeyPair | undefined;
   private rs: Uint8Array | undefined;
   private re: Uint8Array | undefined;
@@ -261,6 +264,7 @@ export class HandshakeState {
     this.messages = pattern.messages;
     this.initiator = options.initiator;
     this.s = options.s;
+    this.dh = options.dh ?? dh;
     this.e = options.e;
     this.rs = options.rs;
     this.psks = [...(options.psks ?? [])];
@@ -317,11 +321,11 @@ export class HandshakeState {
     if (this.initiator) {
       need(localFirst);
       need(remoteSecond);
-      return dh(localFirst as KeyPair, remoteSecond as Uint8Array);
+      return this.dh(localFirst as KeyPair, remoteSecond as Uint8Array);
     }
     need(localSecond);
     need(remoteFirst);
-    return dh(localSecond as KeyPair, remoteFirst as Uint8Array);
+    return this.dh(localSecond as KeyPair, remoteFirst as Uint8Array);
   }
 
   writeMessage(payload: Uint8Array): Uint8Array {

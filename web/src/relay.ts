@@ -160,11 +160,12 @@ export class RelayConnection {
       return;
     }
     const seq = m.seq;
-    // Acknowledged as soon as it is taken, as the reference device does: the protocol above
-    // (request ids, the answer cache) makes a lost or repeated message harmless.
-    this.ack(entry.cap, seq).catch(() => undefined);
     Promise.resolve(entry.handler({ box: m.box, seq, data })).catch((error: unknown) => {
       console.warn("a relay message could not be handled:", error instanceof Error ? error.name : "error");
     });
+    // Acknowledged once taken, as the reference device does: the protocol above (request
+    // ids, the answer cache) makes a lost or repeated message harmless. After the handler
+    // has started, so an answer it posts at once goes out ahead of the ack.
+    this.ack(entry.cap, seq).catch(() => undefined);
   }
 }

@@ -81,31 +81,44 @@ function request<T>(r: IDBRequest<T>): Promise<T> {
   });
 }
 
+let connection: Promise<IDBDatabase> | null = null;
+
+/** One connection for the page's lifetime (opening one per operation costs milliseconds). */
 function openDb(): Promise<IDBDatabase> {
+  if (connection) return connection;
   const opening = indexedDB.open(DB_NAME, DB_VERSION);
   opening.onupgradeneeded = () => {
     const db = opening.result;
     if (!db.objectStoreNames.contains("meta")) db.createObjectStore("meta");
     if (!db.objectStoreNames.contains("values")) db.createObjectStore("values");
   };
-  return request(opening);
+  connection = request(opening).then((db) => {
+    db.onversionchange = () => {
+      db.close(); // another tab upgrades the schema: let it
+      connection = null;
+    };
+    db.onclose = () => {
+      connection = null;
+    };
+    return db;
+  });
+  connection.catch(() => {
+    connection = null;
+  });
+  return connection;
 }
 
 async function transaction<T>(stores: string[], mode: IDBTransactionMode, work: (t: IDBTransaction) => Promise<T>): Promise<T> {
   const db = await openDb();
-  try {
-    const t = db.transaction(stores, mode);
-    const done = new Promise<void>((resolve, reject) => {
-      t.oncomplete = () => resolve();
-      t.onerror = () => reject(t.error ?? new Error("IndexedDB transaction failed"));
-      t.onabort = () => reject(t.error ?? new Error("IndexedDB transaction aborted"));
-    });
-    const result = await work(t);
-    await done;
-    return result;
-  } finally {
-    db.close();
-  }
+  const t = db.transaction(stores, mode);
+  const done = new Promise<void>((resolve, reject) => {
+    t.oncomplete = () => resolve();
+    t.onerror = () => reject(t.error ?? new Error("IndexedDB transaction failed"));
+    t.onabort = () => reject(t.error ?? new Error("IndexedDB transaction aborted"));
+  });
+  const result = await work(t);
+  await done;
+  return result;
 }
 
 // --- keys --------------------------------------------------------------------------------------
