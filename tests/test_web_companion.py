@@ -273,7 +273,9 @@ def phone(chromium: Path, tmp_path: Path, name: str = "phone") -> Iterator[Phone
         assert off_loopback == [], f"requests off loopback: {sorted(set(off_loopback))}"
 
 
-def pair(device: Phone, relay_url: str, *, shot: str | None = None) -> str:
+def pair(
+    device: Phone, relay_url: str, *, shot: str | None = None, welcome: str | None = None
+) -> str:
     """Open the offer's web link, create the passkey, pair; the codes must match. The name."""
     attempt = PairingAttempt(localhost(relay_url), HOST_LABEL)
     link = attempt.offer.companion_link()
@@ -281,6 +283,9 @@ def pair(device: Phone, relay_url: str, *, shot: str | None = None) -> str:
     assert "/device/#" in link
     device.page.goto(link)
     assert "#" not in device.page.url, "the offer stayed in the address bar"
+    if welcome:
+        device.page.locator("#create-passkey").wait_for()
+        device.page.screenshot(path=device.shots / welcome)
     device.create_passkey()
     assert device.text("#offer-label") == HOST_LABEL
     waiting = device.host(lambda: run_pairing_step(attempt.wait_for_device(60), 60))
@@ -316,7 +321,7 @@ def test_pair_then_write_list_read_delete_with_approvals(
 ) -> None:
     value = value_canary()
     with phone(chromium, tmp_path) as device:
-        name = pair(device, relay.url, shot="web-pairing.png")
+        name = pair(device, relay.url, shot="web-pairing.png", welcome="web-passkey.png")
         assert [r.name for r in HostKeystore().devices()] == [name]
         assert name == "web-companion"
 

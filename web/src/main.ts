@@ -63,7 +63,13 @@ class Page {
       return;
     }
     const known = await this.vault.hasPasskey();
-    setText("status", known ? "Locked. Your passkey opens the secrets kept on this phone." : "Welcome. A passkey will lock the secrets this phone keeps.");
+    const asking = this.offer ? `${this.offer.label} asks to pair with this phone. ` : "";
+    setText(
+      "status",
+      known
+        ? `${asking}Locked. Your passkey opens the secrets kept on this phone.`
+        : `${asking}First, a passkey: it locks the secrets this phone will keep, and each use asks for your fingerprint, face or screen lock.`,
+    );
     show(known ? "unlock" : "create-passkey");
     $("unlock").onclick = () => this.unlock(false);
     $("create-passkey").onclick = () => this.unlock(true);
@@ -116,6 +122,8 @@ class Page {
       });
       setText("pair-status", `Paired with ${offer.label}.`);
       $("pair-status").className = "ok";
+      show("pair", false);
+      show("code-box", false);
     } catch (error) {
       setText("pair-status", describe(error));
       $("pair-status").className = "error";
