@@ -7,6 +7,9 @@ line from stdin with ``--stdin``; ``read`` prints only to a pipe unless
 The paired-device bridge (docs/pairing.md): ``pair`` shows an offer and pairs a device,
 ``devices`` lists and revokes paired devices, ``device`` runs the reference device (the
 phone side, in Python), ``relay`` the relay between them.
+
+``scan`` finds stored values and token formats in files (docs/scanning.md); its handler
+lives in :mod:`jupyter_secure_storage.scan.cli_scan`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from . import passphrase as prompting
 from ._version import __version__
 from .doctor import examine, render
 from .errors import InvalidKeyError, PairingError, SecureStorageError
+from .scan.cli_scan import add_scan_command, cmd_scan
 from .storage import SecureStorage, validate_key
 
 if TYPE_CHECKING:
@@ -122,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--dry-run", action="store_true", help="say what would be copied")
 
     _add_bridge_commands(commands)
+    add_scan_command(commands, common)
     return parser
 
 
@@ -822,6 +827,7 @@ COMMANDS = {
     "pair": cmd_pair,
     "devices": cmd_devices,
     "device": cmd_device,
+    "scan": cmd_scan,
 }
 
 

@@ -256,3 +256,11 @@ def test_a_bad_allowlist_line_is_a_typed_error_that_does_not_echo_it(line: str) 
     assert "line 2" in raised.value.cause
     if line != "path:":  # the list of directives in the message names "path:" itself
         assert line not in str(raised.value)
+
+
+def test_text_with_lone_surrogates_is_scanned() -> None:
+    # Undecodable bytes of a file arrive as lone surrogates (surrogateescape).
+    value = token("github-token", 10)
+    text = "caf\udce9 = '" + value + "'"
+    findings = DETECTOR.find(text)
+    assert text[findings[0].start : findings[0].end] == value

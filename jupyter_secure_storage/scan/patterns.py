@@ -265,6 +265,7 @@ PATTERNS: tuple[Pattern, ...] = (
 
 _PLACEHOLDER_WORDS = re.compile(r"example|placeholder|your[_-]|dummy|redacted", re.IGNORECASE)
 _REPEATED = re.compile(r"(.)\1{4}")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _SCHEME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-")
 
 
@@ -353,7 +354,10 @@ class PatternDetector:
                 text.encode("ascii"), overlapping=True
             )
         else:
-            hits = self._text_automaton.find_matches_as_indexes(text, overlapping=True)
+            # Lone surrogates (undecodable bytes of a file) cannot reach the automaton; the
+            # same-length stand-in keeps every offset.
+            searched = _SURROGATES.sub("\ufffd", text)
+            hits = self._text_automaton.find_matches_as_indexes(searched, overlapping=True)
         return sorted((start, index) for index, start, _end in hits)
 
     def find(self, text: str) -> list[Finding]:
