@@ -58,6 +58,26 @@ def test_an_offer_round_trips_in_every_form(form: str) -> None:
     assert offer_string == offer.encode()
 
 
+@pytest.mark.parametrize(
+    ("relay", "page"),
+    [
+        ("ws://127.0.0.1:8765/relay", "http://127.0.0.1:8765/device/"),
+        ("wss://relay.example.org/relay", "https://relay.example.org/device/"),
+        ("wss://h/base/secure-storage/relay", "https://h/base/secure-storage/device/"),
+        ("wss://hub/services/jss/relay", "https://hub/services/jss/device/"),
+        ("ws://localhost:9", "http://localhost:9/device/"),
+    ],
+)
+def test_the_companion_link_is_the_page_beside_the_relay(relay: str, page: str) -> None:
+    offer = make_offer(relay=relay)
+    assert protocol.companion_url(relay) == page
+    link = offer.companion_link()
+    assert link == page + "#" + offer.encode()
+    assert decode_offer(link) == (offer, offer.encode())  # the reference device takes it too
+    with pytest.raises(ProtocolError):
+        protocol.companion_url("https://not-a-relay/relay")
+
+
 def test_the_offer_string_is_compact_json_in_the_spec_order() -> None:
     offer = make_offer()
     body = unb64u(offer.encode())
