@@ -475,6 +475,64 @@ def test_another_passkey_cannot_open_the_values(
         assert device.indexeddb_dump() == before, "a failed unlock changed the stored data"
 
 
+@pytest.mark.timeout(300)
+def test_delete_on_the_phone_forget_this_computer_and_unpair_from_the_host(
+    chromium: Path, relay: RelayProcess, host_env: None, tmp_path: Path
+) -> None:
+    with phone(chromium, tmp_path) as device:
+        pair(device, relay.url)
+        write(device, "LOCAL", value_canary())
+        write(device, "OTHER", value_canary())
+        # Delete on the phone: two taps, no computer involved.
+        delete = device.page.locator('#key-list li[data-key="LOCAL"] .delete-key')
+        delete.click()
+        delete.click()
+        device.page.locator('#key-list li[data-key="LOCAL"]').wait_for(state="detached")
+        assert device_store().keys() == ["OTHER"]
+
+        # Forget this computer: its next request is refused as unknown, also after a reload.
+        device.page.locator("#pairing-list .forget").click()
+        device.page.locator("#pairing-list li").wait_for(state="detached")
+        with pytest.raises(DeviceDeniedError) as raised:
+            device.result(device.host(lambda: device_store(timeout=10).read("OTHER")))
+        assert "does not recognise this computer" in raised.value.cause
+        device.page.reload()
+        device.unlock()
+        with pytest.raises(DeviceDeniedError):
+            device.result(device.host(lambda: device_store(timeout=10).keys()))
+
+    # Unpair from the host: the phone asks, then both sides forget.
+    with phone(chromium, tmp_path, "second-phone") as device:
+        HostKeystore().forget(HostKeystore().device().name)
+        pair(device, relay.url)
+        from jupyter_secure_storage.bridge.backend import DeviceBackend
+
+        unpairing = device.host(lambda: DeviceBackend(config=fast_kdf_config()).unpair())
+        device.answer("unpair", "", "approve-once")
+        device.result(unpairing)
+        assert HostKeystore().devices() == []
+        device.page.locator("#pairing-list li").wait_for(state="detached")
+
+
+@pytest.mark.timeout(300)
+def test_a_pairing_refused_on_the_computer_stores_nothing(
+    chromium: Path, relay: RelayProcess, host_env: None, tmp_path: Path
+) -> None:
+    with phone(chromium, tmp_path) as device:
+        attempt = PairingAttempt(localhost(relay.url), HOST_LABEL)
+        device.page.goto(attempt.offer.companion_link())
+        device.create_passkey()
+        waiting = device.host(lambda: run_pairing_step(attempt.wait_for_device(60), 60))
+        device.page.locator("#pair").click()
+        device.result(waiting)
+        assert (
+            device.result(device.host(lambda: run_pairing_step(attempt.finish(False), 15))) is None
+        )
+        device.wait_text("#pair-status", "rejected the pairing")
+        assert device.page.locator("#pairing-list li").count() == 0
+        assert HostKeystore().devices() == []
+
+
 # --- a relay that cheats --------------------------------------------------------------------------
 
 
