@@ -515,6 +515,33 @@ def test_delete_on_the_phone_forget_this_computer_and_unpair_from_the_host(
 
 
 @pytest.mark.timeout(300)
+def test_the_page_reconnects_after_a_relay_restart(
+    chromium: Path, host_env: None, tmp_path: Path
+) -> None:
+    relay = RelayProcess().start()
+    restarted: RelayProcess | None = None
+    value = value_canary()
+    try:
+        with phone(chromium, tmp_path) as device:
+            pair(device, relay.url)
+            write(device, "SURVIVES", value)
+            relay.stop()
+            device.settle(500)
+            restarted = RelayProcess(port=relay.port).start()  # same address, empty memory
+            deadline = time.monotonic() + 30
+            while device.page.locator("#log li", has_text="Connected to").count() < 2:
+                assert time.monotonic() < deadline, "the page did not reconnect"
+                device.settle(200)
+            read = device.host(lambda: device_store().read("SURVIVES"))
+            device.answer("read", "SURVIVES", "approve-once")
+            assert same(device.result(read), value)
+    finally:
+        relay.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+@pytest.mark.timeout(300)
 def test_a_pairing_refused_on_the_computer_stores_nothing(
     chromium: Path, relay: RelayProcess, host_env: None, tmp_path: Path
 ) -> None:

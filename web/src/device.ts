@@ -124,7 +124,10 @@ class Prepared {
 
 export class Device {
   private key: KeyPair | null = null;
-  private readonly connections = new Map<string, RelayConnection>();
+  // One connection per relay, shared by its pairings; a promise, so pairings served at
+  // the same moment wait for the same connection instead of opening several.
+  private readonly connections = new Map<string, Promise<RelayConnection>>();
+  private readonly reconnecting = new Set<string>();
   private readonly sessions = new Map<string, Session>();
   private readonly answered = new Map<string, Answered>();
   private readonly inFlight = new Map<string, { fingerprint: string; answer: Promise<p.Response> }>();
@@ -244,9 +247,14 @@ export class Device {
     this.serving = false;
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = null;
-    for (const connection of this.connections.values()) {
-      connection.onclose = null;
-      connection.close();
+    for (const pending of this.connections.values()) {
+      pending.then(
+        (connection) => {
+          connection.onclose = null;
+          connection.close();
+        },
+        () => undefined,
+      );
     }
     this.connections.clear();
     this.sessions.clear();
@@ -254,31 +262,36 @@ export class Device {
     this.forgetRemembered();
   }
 
-  private async connection(relay: string): Promise<RelayConnection> {
+  private connection(relay: string): Promise<RelayConnection> {
     const existing = this.connections.get(relay);
-    if (existing && !existing.closed) return existing;
+    if (existing) return existing;
     const connection = new RelayConnection(relay);
-    this.connections.set(relay, connection);
-    try {
-      await connection.connect();
-    } catch (error) {
-      this.connections.delete(relay);
-      this.events.relayStatus(relay, false);
-      this.reconnectLater(relay);
-      throw error;
-    }
-    this.events.relayStatus(relay, true);
-    connection.onclose = () => {
-      if (this.connections.get(relay) === connection) this.connections.delete(relay);
-      this.events.relayStatus(relay, false);
-      this.reconnectLater(relay);
-    };
-    return connection;
+    const opened = connection.connect().then(
+      () => {
+        this.events.relayStatus(relay, true);
+        connection.onclose = () => {
+          if (this.connections.get(relay) === opened) this.connections.delete(relay);
+          this.events.relayStatus(relay, false);
+          this.reconnectLater(relay);
+        };
+        return connection;
+      },
+      (error: unknown) => {
+        if (this.connections.get(relay) === opened) this.connections.delete(relay);
+        this.events.relayStatus(relay, false);
+        this.reconnectLater(relay);
+        throw error;
+      },
+    );
+    this.connections.set(relay, opened);
+    return opened;
   }
 
   private reconnectLater(relay: string): void {
-    if (!this.serving) return;
+    if (!this.serving || this.reconnecting.has(relay)) return;
+    this.reconnecting.add(relay);
     setTimeout(() => {
+      this.reconnecting.delete(relay);
       if (!this.serving || this.connections.has(relay)) return;
       const state = this.vault.state;
       Promise.all([
