@@ -27,8 +27,9 @@ OUTPUT = Path("jupyter_secure_storage", "bridge", "web_static")
 
 
 def _newest(paths: list[Path]) -> float:
-    times = [p.stat().st_mtime for path in paths if path.exists() for p in [path, *path.rglob("*")]]
-    return max(times, default=0.0)
+    """The newest file's mtime (files only: an unpacked sdist gives folders a fresh one)."""
+    files = [p for path in paths if path.exists() for p in [path, *path.rglob("*")]]
+    return max((p.stat().st_mtime for p in files if p.is_file()), default=0.0)
 
 
 class WebCompanionBuildHook(BuildHookInterface):

@@ -10,6 +10,9 @@ running a pairing step on the bridge loop) live here too.
 QR codes use `segno <https://segno.readthedocs.io>`_ at error correction level M, with
 no boost, so a code stays as small as it can be (an offer URI is 250-300 characters,
 depending on the relay URL and the label: a version 11-13 code, 61-69 modules a side).
+The code shows the web companion's link (``Offer.companion_link``: the page beside the
+relay, the offer in the URL fragment), some 25-60 characters longer than the URI, so a
+phone's camera opens the page; the reference device takes either form.
 """
 
 from __future__ import annotations
