@@ -8,6 +8,9 @@
 # Then the web companion's read round trip beside the reference device (bench/web.py:
 # Debian's Chromium, the built page, loopback only; bench/results/web.json); --quick
 # makes that one a smoke test too.
+# Then the scan benchmark (bench/scan.py: `jupyter-secure-storage scan` vs detect-secrets
+# 1.5.0, installed into the venv here, on 2,000 generated notebooks; bench/results/scan.json);
+# --quick makes that one a smoke test too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -33,3 +36,11 @@ pip_install "playwright>=1.65"
 web_args=()
 for arg in "$@"; do [ "$arg" = "--quick" ] && web_args+=(--quick); done
 "$VENV/bin/python" bench/web.py "${web_args[@]}"
+
+step "scan benchmark: jupyter-secure-storage scan vs detect-secrets 1.5.0"
+pip_install "detect-secrets==1.5.0"
+scan_args=()
+for argument in "$@"; do
+    if [ "$argument" = "--quick" ]; then scan_args+=(--quick); fi
+done
+"$VENV/bin/python" bench/scan.py "${scan_args[@]}"

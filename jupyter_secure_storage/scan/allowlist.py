@@ -27,7 +27,7 @@ from pathlib import Path
 from pathspec import GitIgnoreSpec
 
 from ..errors import AllowlistError
-from .findings import Detector, Finding
+from .findings import Detector, Finding, find_many
 
 INLINE_MARKERS = ("jss: allow", "pragma: allowlist secret")
 ALLOWLIST_FILE = ".jss-allowlist"
@@ -159,15 +159,29 @@ class Allowlist:
 
 
 class AllowlistedDetector:
-    """A detector whose findings pass the allowlist; survivors carry their fingerprint."""
+    """A detector whose findings pass the allowlist; survivors carry their fingerprint.
+
+    It batches (``find_many``) and is ``exact`` when the detector it wraps is, so the
+    scanner treats it as it would treat that detector.
+    """
 
     def __init__(self, inner: Detector, allowlist: Allowlist) -> None:
         self.inner = inner
         self.allowlist = allowlist
+        self.exact = bool(getattr(inner, "exact", False))
 
     def find(self, text: str) -> list[Finding]:
+        return self._kept(text, self.inner.find(text))
+
+    def find_many(self, texts: list[str]) -> list[list[Finding]]:
+        return [
+            self._kept(text, found)
+            for text, found in zip(texts, find_many(self.inner, texts), strict=True)
+        ]
+
+    def _kept(self, text: str, found: list[Finding]) -> list[Finding]:
         kept: list[Finding] = []
-        for finding in self.inner.find(text):
+        for finding in found:
             if inline_allowed(text, finding.start, finding.end):
                 continue
             matched = text[finding.start : finding.end]
