@@ -238,12 +238,15 @@ def test_the_allowlist_file_allows_by_fingerprint_regex_and_kind(tmp_path: Path)
 
 
 def test_allowlist_path_globs_are_relative_to_the_file(tmp_path: Path) -> None:
-    (tmp_path / ".jss-allowlist").write_text("path: docs/**\npath: *.example.ipynb\n")
+    (tmp_path / ".jss-allowlist").write_text(
+        "path: docs/**   # the tutorials\npath: *.example.ipynb\nkind: jwt # demo tokens\n"
+    )
     allowlist = Allowlist.discover(tmp_path)
     assert allowlist.skips(tmp_path / "docs" / "a" / "b.ipynb")
     assert allowlist.skips(tmp_path / "n" / "x.example.ipynb")
     assert not allowlist.skips(tmp_path / "src" / "b.ipynb")
     assert not allowlist.skips(tmp_path.parent / "docs" / "b.ipynb")
+    assert allowlist.kinds == {"jwt"}  # comments after a rule are not part of it
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from .findings import Detector, Finding, find_many
 INLINE_MARKERS = ("jss: allow", "pragma: allowlist secret")
 ALLOWLIST_FILE = ".jss-allowlist"
 _DIRECTIVES = ("path", "fingerprint", "regex", "kind")
+_TRAILING_COMMENT = re.compile(r"\s+#.*$")
 
 
 def fingerprint(matched: str) -> str:
@@ -79,6 +80,8 @@ class Allowlist:
             if not line or line.startswith("#"):
                 continue
             directive, colon, argument = line.partition(":")
+            # A "#" after whitespace starts a comment (a regex can write it as \x23).
+            argument = _TRAILING_COMMENT.sub("", argument)
             directive, argument = directive.strip().lower(), argument.strip()
             if not colon or directive not in _DIRECTIVES or not argument:
                 # The line is not echoed: it could hold a value pasted by mistake.
