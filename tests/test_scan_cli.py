@@ -23,7 +23,9 @@ from scan_samples import in_context, token
 from test_cli import CLI, write
 from test_cli import env as cli_env
 
+from jupyter_secure_storage.scan import Finding
 from jupyter_secure_storage.scan.files import Progress
+from jupyter_secure_storage.scan.report import sarif
 
 # The CLI tests' environment: a throwaway vault with cheap KDF costs and its passphrase.
 env = cli_env
@@ -386,3 +388,15 @@ def test_fix_keeps_undecodable_bytes(env: dict[str, str], tmp_path: Path) -> Non
     assert path.read_bytes().startswith(b"# caf\xe9\n")
     assert b"[redacted:github-token]" in path.read_bytes()
     assert os.access(path, os.R_OK)
+
+
+def test_sarif_locations_are_uri_references() -> None:
+    findings = [
+        Finding("jwt", 0, 1, path="notes/a b.py", line=3, column=7),
+        Finding("jwt", 0, 1, path="/srv/repo/x.ipynb", line=1, column=1, cell=2, where="source"),
+    ]
+    uris = [
+        result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        for result in sarif(findings)["runs"][0]["results"]
+    ]
+    assert uris == ["notes/a%20b.py", "file:///srv/repo/x.ipynb"]

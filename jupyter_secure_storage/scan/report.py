@@ -13,7 +13,9 @@ logical location. ``partialFingerprints`` lets code scanning track a finding acr
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Sequence
+from pathlib import Path, PurePath
 from typing import Any, TextIO
 
 from .._version import __version__
@@ -74,6 +76,14 @@ def _message(finding: Finding) -> str:
     return f"{what} is in this file" + (f" ({place})" if place else "") + "."
 
 
+def _uri(path: str) -> str:
+    """A relative path as a relative URI reference; an absolute one as a file: URI."""
+    pure = PurePath(path)
+    if pure.is_absolute():
+        return Path(path).as_uri()
+    return urllib.parse.quote(pure.as_posix())
+
+
 def sarif(findings: Sequence[Finding]) -> dict[str, Any]:
     kinds = sorted({finding.kind for finding in findings})
     rule_index = {kind: index for index, kind in enumerate(kinds)}
@@ -95,7 +105,7 @@ def sarif(findings: Sequence[Finding]) -> dict[str, Any]:
     for finding in findings:
         location: dict[str, Any] = {
             "physicalLocation": {
-                "artifactLocation": {"uri": finding.path.replace("\\", "/")},
+                "artifactLocation": {"uri": _uri(finding.path)},
                 "region": {
                     "startLine": max(finding.line, 1),
                     "startColumn": max(finding.column, 1),
