@@ -61,6 +61,8 @@ def test_every_pattern_has_a_sample_and_a_distinct_kind() -> None:
     "text",
     [
         "sk-learn-classification-pipeline-tutorial-v2",  # a word, not a key
+        "sk-learn_RandomForestClassifier_v2_final_model_2024",  # words: entropy below 48's
+        "sk-Preprocessing_Pipeline_Version2_Final_2024_Q3",
         "sk-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
         "OPENAI_API_KEY=sk-your-openai-api-key-goes-here-0123",
         "sk-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ",  # a sequence

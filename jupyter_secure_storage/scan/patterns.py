@@ -60,6 +60,9 @@ class Pattern:
     regex: str  # matched at the position of a keyword; group ``v`` is the variable part
     min_entropy: float = 0.0  # bits per character of ``v``; 0: not checked
     max_length: int = 0  # of ``v``; longer is not this token (the regex itself is unbounded)
+    # The shortest ``v`` (0: the threshold is not scaled): longer random tokens have higher
+    # entropy, so the threshold rises by 0.5 * log2(length / min_length), at most by 1 bit.
+    min_length: int = 0
     mixed_case: bool = True  # tokens mix upper, lower and digits: one class only is a placeholder
     redact_value_only: bool = False  # the finding covers ``v`` only (a URL keeps its host)
     check: Callable[[re.Match[str], str], str | None] | None = field(default=None)
@@ -120,6 +123,7 @@ PATTERNS: tuple[Pattern, ...] = (
         _WORD_LEFT + r"sk-ant-[a-z]{3,8}[0-9]{2}-(?P<v>[A-Za-z0-9_-]{32,})" + _B64URL_RIGHT,
         min_entropy=4.0,
         max_length=400,
+        min_length=32,
     ),
     Pattern(
         "openai-api-key",
@@ -130,6 +134,7 @@ PATTERNS: tuple[Pattern, ...] = (
         + _B64URL_RIGHT,
         min_entropy=3.9,
         max_length=400,
+        min_length=32,
     ),
     Pattern(
         "github-token",
@@ -138,6 +143,7 @@ PATTERNS: tuple[Pattern, ...] = (
         _WORD_LEFT + r"gh[pousr]_(?P<v>[A-Za-z0-9]{36,})" + _ALNUM_RIGHT,
         min_entropy=3.8,
         max_length=251,
+        min_length=36,
     ),
     Pattern(
         "github-fine-grained-token",
@@ -146,6 +152,7 @@ PATTERNS: tuple[Pattern, ...] = (
         _WORD_LEFT + r"github_pat_(?P<v>[A-Za-z0-9_]{60,})" + _ALNUM_RIGHT,
         min_entropy=4.0,
         max_length=244,
+        min_length=60,
     ),
     Pattern(
         "gitlab-token",
@@ -156,6 +163,7 @@ PATTERNS: tuple[Pattern, ...] = (
         + _B64URL_RIGHT,
         min_entropy=3.2,
         max_length=300,
+        min_length=20,
     ),
     Pattern(
         "slack-token",
@@ -217,6 +225,7 @@ PATTERNS: tuple[Pattern, ...] = (
         _WORD_LEFT + r"[sr]k_(?:live|test)_(?P<v>[0-9A-Za-z]{20,})" + _ALNUM_RIGHT,
         min_entropy=3.5,
         max_length=247,
+        min_length=20,
     ),
     Pattern(
         "huggingface-token",
@@ -225,6 +234,7 @@ PATTERNS: tuple[Pattern, ...] = (
         _WORD_LEFT + r"hf_(?P<v>[A-Za-z0-9]{34,})" + _ALNUM_RIGHT,
         min_entropy=3.8,
         max_length=40,
+        min_length=34,
     ),
     Pattern(
         "jwt",
@@ -290,8 +300,12 @@ def placeholder_reason(pattern: Pattern, variable: str) -> str | None:
     """Why ``variable`` (the part of a match after the fixed prefix) is not a real token."""
     if pattern.max_length and len(variable) > pattern.max_length:
         return "too long"
-    if pattern.min_entropy and shannon_entropy(variable) < pattern.min_entropy:
-        return "low entropy"
+    if pattern.min_entropy:
+        required = pattern.min_entropy
+        if pattern.min_length and len(variable) > pattern.min_length:
+            required += min(1.0, 0.5 * math.log2(len(variable) / pattern.min_length))
+        if shannon_entropy(variable) < required:
+            return "low entropy"
     if pattern.mixed_case:
         classes = (
             any(c.isupper() for c in variable)
