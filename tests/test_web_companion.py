@@ -274,19 +274,33 @@ def phone(chromium: Path, tmp_path: Path, name: str = "phone") -> Iterator[Phone
 
 
 def pair(
-    device: Phone, relay_url: str, *, shot: str | None = None, welcome: str | None = None
+    device: Phone,
+    relay_url: str,
+    *,
+    shot: str | None = None,
+    welcome: str | None = None,
+    paste: bool = False,
 ) -> str:
-    """Open the offer's web link, create the passkey, pair; the codes must match. The name."""
+    """Open the offer's web link (or the bare page, and paste the offer's URI), create the
+    passkey, pair; the codes must match. The device's name on the host."""
     attempt = PairingAttempt(localhost(relay_url), HOST_LABEL)
     link = attempt.offer.companion_link()
     assert link.startswith("http://localhost:")
     assert "/device/#" in link
-    device.page.goto(link)
+    device.page.goto(link.split("#")[0] if paste else link)
     assert "#" not in device.page.url, "the offer stayed in the address bar"
     if welcome:
         device.page.locator("#create-passkey").wait_for()
         device.page.screenshot(path=device.shots / welcome)
     device.create_passkey()
+    if paste:
+        assert device.page.locator("#pairing").is_hidden()
+        device.page.locator("#paste-offer").fill("not an offer")
+        device.page.locator("#paste-pair").click()
+        device.wait_text("#paste-error", "not a pairing offer")
+        device.page.locator("#paste-offer").fill(attempt.offer.uri)
+        device.page.locator("#paste-pair").click()
+        assert device.page.locator("#paste-offer").input_value() == ""
     assert device.text("#offer-label") == HOST_LABEL
     waiting = device.host(lambda: run_pairing_step(attempt.wait_for_device(60), 60))
     device.page.locator("#pair").click()
@@ -504,7 +518,7 @@ def test_delete_on_the_phone_forget_this_computer_and_unpair_from_the_host(
     # Unpair from the host: the phone asks, then both sides forget.
     with phone(chromium, tmp_path, "second-phone") as device:
         HostKeystore().forget(HostKeystore().device().name)
-        pair(device, relay.url)
+        pair(device, relay.url, paste=True)  # as from a page opened on the home screen
         from jupyter_secure_storage.bridge.backend import DeviceBackend
 
         unpairing = device.host(lambda: DeviceBackend(config=fast_kdf_config()).unpair())

@@ -102,11 +102,35 @@ class Page {
     setText("persist", persisted ? "Storage: persistent." : "Storage: the browser may clear it (add this page to the home screen to keep it).");
     await this.device.serve();
     this.render();
-    if (this.offer) {
-      setText("offer-label", this.offer.label);
-      setText("offer-relay", this.offer.relay);
-      show("pairing");
-    }
+    this.offerPairing();
+    // A page opened from the home screen has no link to read the offer from (and on iOS
+    // its storage is not Safari's): the offer's text can be pasted instead.
+    $<HTMLFormElement>("paste-form").onsubmit = (event) => {
+      event.preventDefault();
+      const field = $<HTMLInputElement>("paste-offer");
+      try {
+        this.offer = decodeOffer(field.value);
+      } catch {
+        setText("paste-error", "That is not a pairing offer (it starts with jss-pair: or is a /device/# link).");
+        show("paste-error");
+        return;
+      }
+      field.value = ""; // the offer holds a one-time secret: do not leave it on screen
+      show("paste-error", false);
+      this.offerPairing();
+    };
+  }
+
+  private offerPairing(): void {
+    if (!this.offer) return;
+    setText("offer-label", this.offer.label);
+    setText("offer-relay", this.offer.relay);
+    setText("pair-status", "");
+    $("pair-status").className = "";
+    $<HTMLButtonElement>("pair").disabled = false;
+    show("pair");
+    show("code-box", false);
+    show("pairing");
   }
 
   private async pair(): Promise<void> {
