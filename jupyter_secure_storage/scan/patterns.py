@@ -14,12 +14,13 @@ Rust automaton and nothing else:
 
 A match is then checked for being a placeholder rather than a token (see
 :func:`placeholder_reason`): Shannon entropy of the variable part under the pattern's
-threshold (which rises with the length of variable-length formats); a single character class where tokens mix them (``XXXXXXXX...``); a run of 5
-identical or 6 consecutive characters (``xxxxx``, ``abcdef``, ``123456``); a placeholder
-word (``EXAMPLE``, as in AWS's ``AKIAIOSFODNN7EXAMPLE``, ``placeholder``, ``your_``,
-``dummy``, ``redacted``). URLs with passwords are not held to entropy (passwords are
-short and human), only to a list of placeholders (``***``, ``${VAR}``, ``<password>``,
-``password``, ...). JWTs must have a header that decodes to a JSON object with ``alg``.
+threshold (which rises with the length of variable-length formats); a single character
+class where tokens mix them (``XXXXXXXX...``); a run of 5 identical or 6 consecutive
+characters (``xxxxx``, ``abcdef``, ``123456``); a placeholder word (``EXAMPLE``, as in
+AWS's ``AKIAIOSFODNN7EXAMPLE``, ``placeholder``, ``your_``, ``dummy``, ``redacted``).
+URLs with passwords are not held to entropy (passwords are short and human), only to a
+list of placeholders (``***``, ``${VAR}``, ``<password>``, ``password``, ...). JWTs must
+have a header that decodes to a JSON object with ``alg``.
 
 Markers left by an earlier scrub (``[secret:NAME]``, ``[redacted:kind]``) hold none of
 the literals, so they are never found again.
