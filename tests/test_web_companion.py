@@ -555,6 +555,18 @@ def test_the_page_reconnects_after_a_relay_restart(
             restarted.stop()
 
 
+@pytest.mark.timeout(120)
+def test_on_an_ip_address_the_page_explains_instead_of_failing(
+    chromium: Path, relay: RelayProcess, tmp_path: Path
+) -> None:
+    with phone(chromium, tmp_path) as device:
+        page_url = protocol.companion_url(relay.url)
+        assert page_url.startswith("http://127.0.0.1:")
+        device.page.goto(page_url)
+        device.wait_text("#status", "Passkeys do not work on an IP address")
+        assert device.page.locator("#create-passkey").is_hidden()
+
+
 @pytest.mark.timeout(300)
 def test_a_pairing_refused_on_the_computer_stores_nothing(
     chromium: Path, relay: RelayProcess, host_env: None, tmp_path: Path

@@ -62,6 +62,15 @@ class Page {
       setText("status", "This page needs a secure context (HTTPS, or localhost) and passkeys (WebAuthn).");
       return;
     }
+    if (/^[0-9.]+$/.test(location.hostname) || location.hostname.includes(":") || location.hostname.startsWith("[")) {
+      // WebAuthn ties a passkey to a domain: an IP address (even 127.0.0.1) is refused.
+      setText(
+        "status",
+        `Passkeys do not work on an IP address (${location.hostname}). Open this page by a host name: ` +
+          "localhost on this machine, or the relay's HTTPS domain (give the computer a wss://NAME relay URL).",
+      );
+      return;
+    }
     const known = await this.vault.hasPasskey();
     const asking = this.offer ? `${this.offer.label} asks to pair with this phone. ` : "";
     setText(
