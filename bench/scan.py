@@ -241,7 +241,8 @@ def secrets_plan(
             encoding = rng.choice(ENCODINGS)
             value = stored[rng.choice(sorted(stored))]
             plan.append(("stored-value", encode(value, encoding), encoding))
-    return list(dict.fromkeys(plan))  # each value once per notebook
+    # Each value once per notebook (a base64 form without + or / is also the base64url one).
+    return list({value: (kind, value, encoding) for kind, value, encoding in plan}.values())
 
 
 def written(rng: random.Random, maker: str, value: str) -> str:
