@@ -153,7 +153,9 @@ function prfResult(credential: PublicKeyCredential): Uint8Array | null {
   const results = (credential.getClientExtensionResults() as { prf?: { results?: { first?: BufferSource } } }).prf?.results;
   const first = results?.first;
   if (!first) return null;
-  return first instanceof ArrayBuffer ? new Uint8Array(first) : new Uint8Array((first as ArrayBufferView).buffer.slice(0));
+  if (first instanceof ArrayBuffer) return new Uint8Array(first.slice(0));
+  const view = first as ArrayBufferView;
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength).slice();
 }
 
 async function assertion(meta: PasskeyMeta): Promise<Uint8Array> {
