@@ -74,7 +74,8 @@ async function nativeDh(key: CryptoKey | null, publicKey: Uint8Array): Promise<U
   if (!key || !crypto.subtle) return null;
   try {
     const peer = await crypto.subtle.importKey("raw", publicKey as BufferSource, { name: "X25519" }, false, []);
-    return new Uint8Array(await crypto.subtle.deriveBits({ name: "X25519", public: peer }, key, 256));
+    const shared = new Uint8Array(await crypto.subtle.deriveBits({ name: "X25519", public: peer }, key, 256));
+    return shared.some((b) => b !== 0) ? shared : null; // all zeros: let the JavaScript DH refuse it
   } catch {
     return null; // no X25519 in this browser, or a low-order key: the JavaScript DH decides
   }
