@@ -668,6 +668,20 @@ def test_tampered_replayed_and_expired_requests_get_nothing_from_the_page(
         assert replies_after == replies_before, "the page answered a replayed request"
         assert device.pending_requests() == 0, "a replayed request reached the owner"
 
+        # A forged open with a low-order ephemeral key: no accept, only the unknown-host hint.
+        d2h_box = protocol.mailbox_id(protocol.unb64u(record.d2h, 32))
+        forged = protocol.encode_envelope(
+            protocol.KIND_OPEN, secrets.token_bytes(16), bytes(32) + secrets.token_bytes(48)
+        )
+        posts_before = len(adversary.store.posts)
+        device.result(device.host(lambda: adversary.call(adversary.store.put(h2d_box, forged))))
+        deadline = time.monotonic() + 10
+        while not any(p.box == d2h_box for p in adversary.store.posts[posts_before:]):
+            assert time.monotonic() < deadline, "no unknown-host notice for a forged open"
+            device.settle(100)
+        answered = [p.kind for p in adversary.store.posts[posts_before:]]
+        assert answered == [protocol.KIND_NOTICE], "a forged open got more than a notice"
+
         # Expired (or from the future): refused without asking; the same id gets the same answer.
         client = DeviceClient(record, HostKeystore().host_key())
         for issued in (int(time.time()) - 3600, int(time.time()) + 3600):
