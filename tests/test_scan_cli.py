@@ -400,3 +400,25 @@ def test_sarif_locations_are_uri_references() -> None:
         for result in sarif(findings)["runs"][0]["results"]
     ]
     assert uris == ["notes/a%20b.py", "file:///srv/repo/x.ipynb"]
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(env: dict[str, str], tmp_path: Path) -> None:
+    lines = [in_context("github-token", token("github-token", i)) for i in range(3000)]
+    (tmp_path / "many.py").write_text("\n".join(lines) + "\n")
+    process = subprocess.Popen(
+        [*CLI, "scan", ".", "--no-stored", "--format", "json"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout.readline().strip() == "["
+    process.stdout.close()  # as `| head -1` does
+    error = process.stderr.read()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in error
+    assert "3000 finding(s)" in error

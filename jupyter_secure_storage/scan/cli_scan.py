@@ -11,6 +11,7 @@ and the scan goes on with the token formats. Exit codes: 0 nothing found, 1 find
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -93,6 +94,16 @@ def _stored_values(args: argparse.Namespace, err: TextIO) -> Detector | None:
         return None
 
 
+def _silence(stream: TextIO) -> None:
+    """Point a closed pipe at /dev/null so that Python's flush at exit stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     missing = [index for index, path in enumerate(args.paths, 1) if not path.exists()]
     if missing:
@@ -118,7 +129,12 @@ def cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = scanner.scan_paths(args.paths, progress=lambda total: Progress(total, err))
 
     if result.findings or args.format != "table":
-        WRITERS[args.format](result.findings, out)
+        try:
+            WRITERS[args.format](result.findings, out)
+            out.flush()
+        except BrokenPipeError:
+            # The reader went away (`scan ... | head`): the findings still count.
+            _silence(out)
     for skipped in result.skipped:
         err.write(f"{PROG}: skipped {skipped.path}: {skipped.reason} (see --max-size)\n")
     for problem in result.errors:
