@@ -321,3 +321,12 @@ def test_keyring_records_on_the_real_secret_service(keyring_prefix: str) -> None
     known = KnownValues.from_store(SecureStorage(backend="keyring", config=store.config))
     assert [f.name for f in known.find(f"token: {value}")] == ["GH_TOKEN"]
     assert store.namespaces() == ["default"]
+
+
+def test_a_text_over_sixteen_mebibytes_is_scanned_whole() -> None:
+    value = secrets.token_urlsafe(30)
+    known = KnownValues.from_values({value: "K"}, MASTER)
+    block = filler(1 << 20, 3)
+    text = block * 17 + value + block
+    (found,) = known.find(text)
+    assert (found.start, found.end) == (17 << 20, (17 << 20) + len(value))

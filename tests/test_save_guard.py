@@ -391,3 +391,15 @@ def test_a_real_server_with_a_locked_store_refuses_and_keeps_the_file(
         assert status == 503
         assert not (server.root / "new.txt").exists()
     assert not holds_any_form(server.log.read_text(errors="replace"), value)
+
+
+def test_an_inline_allow_marker_keeps_a_token_but_never_a_stored_value(vault_env: Path) -> None:
+    value = "v-" + secrets.token_urlsafe(30)
+    vault_store_with("K", value)
+    token = github_token()
+    text = f"DEMO = '{token}'  # jss: allow (revoked)\nKEY = '{value}'  # jss: allow\n"
+    model = {"type": "file", "format": "text", "content": text}
+    SaveGuard().check(model, "a.py")
+    assert model["content"] == (
+        f"DEMO = '{token}'  # jss: allow (revoked)\nKEY = '[secret:K]'  # jss: allow\n"
+    )

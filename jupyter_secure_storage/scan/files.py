@@ -41,8 +41,8 @@ from .allowlist import Allowlist
 from .findings import Finding, Scanner
 
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
-# The stored-value matcher keeps its sums in int64 for texts up to 16 MiB.
-LARGEST_MAX_SIZE = 16 * 1024 * 1024
+# A file is read whole (and a notebook parsed whole): a bound on the memory one file takes.
+LARGEST_MAX_SIZE = 1024 * 1024 * 1024
 _SNIFF = 8192
 
 

@@ -152,9 +152,12 @@ class SaveGuard(LoggingConfigurable):
             if known is not None and len(known):
                 detectors.append(known)
         if self.patterns:
+            from ..scan.allowlist import Allowlist
             from ..scan.patterns import PatternDetector
 
-            detectors.append(PatternDetector())
+            # A token on a line marked `jss: allow` is kept, as `scan` keeps it; a
+            # stored value is always scrubbed.
+            detectors.append(Allowlist().filter(PatternDetector()))
         return Scanner(detectors)
 
     # --- the hook -----------------------------------------------------------------------
