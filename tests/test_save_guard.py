@@ -403,3 +403,18 @@ def test_an_inline_allow_marker_keeps_a_token_but_never_a_stored_value(vault_env
     assert model["content"] == (
         f"DEMO = '{token}'  # jss: allow (revoked)\nKEY = '[secret:K]'  # jss: allow\n"
     )
+
+
+def test_the_extension_is_enabled_by_installing_the_package() -> None:
+    """jupyter-config/jupyter_server_config.d ships in the wheel's data: no manual step."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "jupyter_server", "extension", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = listed.stdout + listed.stderr
+    line = next((row for row in output.splitlines() if "jupyter_secure_storage.server" in row), "")
+    assert "enabled" in line
+    assert "OK" in output[output.index("jupyter_secure_storage.server") :]
