@@ -322,7 +322,7 @@ def write(device: Phone, key: str, value: str, *, shot: str | None = None) -> No
     device.result(done)
 
 
-def read(path: Path) -> bytes:
+def profile_bytes(path: Path) -> bytes:
     """A profile file's bytes; nothing if Chromium removed it meanwhile (journals, locks)."""
     try:
         return path.read_bytes()
@@ -437,7 +437,11 @@ def test_reload_keeps_values_encrypted_and_needs_the_passkey_again(
             assert leaked_forms(blob, value) == []
         files = [p for p in device.profile.rglob("*") if p.is_file()]
         assert files
-        leaks = [str(p.relative_to(device.profile)) for p in files if leaked_forms(read(p), value)]
+        leaks = [
+            str(p.relative_to(device.profile))
+            for p in files
+            if leaked_forms(profile_bytes(p), value)
+        ]
         assert leaks == [], f"a form of the value is in the profile: {leaks}"
 
 
