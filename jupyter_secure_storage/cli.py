@@ -509,6 +509,11 @@ def _show_offer(offer: Any, offer_file: Path | None, out: TextIO, err: TextIO) -
             f"Scan the code with the device, or give it the offer above. It works once "
             f"and expires at {until}. This computer shows itself as {label!r}.\n"
         )
+        from .bridge.protocol import passkey_problem
+
+        problem = passkey_problem(offer.relay)
+        if problem:
+            err.write(f"Note: {problem}\n")
         return
     try:
         write_offer_file(offer_file, uri)

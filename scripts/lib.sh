@@ -38,6 +38,9 @@ pip_install() {
 # The web companion (web/): npm ci, then esbuild into jupyter_secure_storage/bridge/web_static/
 # (the wheel's build hook, hatch_build.py, does the same when the page is missing or stale).
 web_build() {
+    # Node.js and npm build the page (never shipped in git); Debian's packages when the
+    # machine has none (Node.js 18 there, which esbuild and tsc accept).
+    command -v npm >/dev/null || apt_install nodejs npm
     command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ and npm" >&2; return 1; }
     step "building the web companion (npm ci && npm run build in web/)"
     (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)

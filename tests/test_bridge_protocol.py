@@ -78,6 +78,29 @@ def test_the_companion_link_is_the_page_beside_the_relay(relay: str, page: str) 
         protocol.companion_url("https://not-a-relay/relay")
 
 
+@pytest.mark.parametrize(
+    ("relay", "problem"),
+    [
+        ("wss://relay.example.org/relay", None),
+        ("ws://localhost:8765/relay", None),
+        ("ws://jupyter.localhost/base/secure-storage/relay", None),
+        ("ws://127.0.0.1:8765/relay", "IP"),
+        ("wss://192.168.1.20/relay", "IP"),
+        ("wss://[::1]:8765/relay", "IP"),
+        ("ws://relay.example.org/relay", "HTTPS"),
+    ],
+)
+def test_the_host_says_when_a_phone_could_not_use_a_passkey(
+    relay: str, problem: str | None
+) -> None:
+    said = protocol.passkey_problem(relay)
+    if problem is None:
+        assert said is None
+    else:
+        assert said is not None
+        assert problem in said
+
+
 def test_the_offer_string_is_compact_json_in_the_spec_order() -> None:
     offer = make_offer()
     body = unb64u(offer.encode())

@@ -169,6 +169,38 @@ def companion_url(relay_url: str) -> str:
     return f"{'https' if scheme == 'wss' else 'http'}://{authority}{parent}/device/"
 
 
+def passkey_problem(relay_url: str) -> str | None:
+    """Why a phone could not use a passkey on the web companion served beside this relay,
+    or None. WebAuthn needs a secure context (HTTPS, or ``localhost`` on the same device)
+    and a host *name*: a page opened from an IP address can never create a passkey."""
+    import ipaddress
+    import urllib.parse
+
+    try:
+        parsed = urllib.parse.urlsplit(relay_url)
+        host = parsed.hostname or ""
+    except ValueError:
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return (
+            f"the relay is addressed by IP ({host}): a phone's browser refuses passkeys "
+            "on such a page, so the web companion cannot pair from this code. Use a relay "
+            "URL with a host name over wss:// (the reference device is not affected)."
+        )
+    local = host == "localhost" or host.endswith(".localhost")
+    if parsed.scheme == "ws" and not local:
+        return (
+            f"the relay URL is ws:// (not encrypted) on {host}: a phone's browser allows "
+            "passkeys only over HTTPS, so the web companion cannot pair from this code. "
+            "Put the relay behind HTTPS and use its wss:// URL."
+        )
+    return None
+
+
 def decode_offer(text: str) -> tuple[Offer, str]:
     """Parse an offer string, URI or web link; return the offer and its exact offer string."""
     if not isinstance(text, str):

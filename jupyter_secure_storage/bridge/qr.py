@@ -101,6 +101,12 @@ class OfferDisplay:
     def scanned(self) -> str:
         return self.link or self.uri
 
+    @property
+    def problem(self) -> str | None:
+        from .protocol import passkey_problem
+
+        return passkey_problem(self.relay)
+
     def _expiry(self) -> str:
         return time.strftime("%H:%M:%S", time.localtime(self.expires))
 
@@ -121,6 +127,11 @@ class OfferDisplay:
                 if self.link
                 else ""
             )
+            + (
+                f"<p><b>Note:</b> {html.escape(self.problem)}</p>"
+                if self.link and self.problem
+                else ""
+            )
             + '<p><code style="user-select: all; word-break: break-all">'
             f"{html.escape(self.uri)}</code></p>"
             "<p><small>This display is replaced once a device answers: the offer holds a "
@@ -133,6 +144,7 @@ class OfferDisplay:
             f"Pairing offer for {self.label} via {self.relay} (works once; expires at "
             f"{self._expiry()}). Scan the code, or give the device this offer:\n"
             f"{terminal_text(self.scanned)}{self.uri}"
+            + (f"\nNote: {self.problem}" if self.link and self.problem else "")
         )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
