@@ -72,6 +72,10 @@ for cell in notebook.cells:
         for line in text.rstrip().splitlines()[:6]:
             print(f"    {line}")
 PY
+
+step "check the saved notebook for secrets (stored values in any encoding, token formats)"
+jss scan .demo/01-getting-started.ipynb
+
 echo
 echo "Done: the executed notebook is .demo/01-getting-started.ipynb (no value in it)."
 echo "Next: 'jupyter-secure-storage write OPENAI_API_KEY' stores a real key (prompted, no echo)."
