@@ -44,3 +44,6 @@ for argument in "$@"; do
     if [ "$argument" = "--quick" ]; then scan_args+=(--quick); fi
 done
 "$VENV/bin/python" bench/scan.py "${scan_args[@]}"
+
+step "save guard benchmark (bench/save_guard.py: the pre-save scrub vs serialising the notebook)"
+"$VENV/bin/python" bench/save_guard.py "${scan_args[@]}"
