@@ -307,12 +307,9 @@ class ReferenceDevice:
                 delivery = await connection.receive(cap, remaining)
             except TimeoutError:
                 continue
-            try:
-                envelope = protocol.decode_envelope(delivery.data)
-            except ProtocolError:
-                continue
-            if envelope.conversation == conversation and envelope.kind == kind:
-                return envelope.body
+            body = protocol.body_for(delivery.data, conversation, kind)
+            if body is not None:
+                return body
 
     # --- serving -----------------------------------------------------------------------------
 

@@ -462,12 +462,9 @@ class DeviceClient:
                 delivery = receiving.result()
                 if delivery.box != reply_box:
                     continue
-                try:
-                    envelope = protocol.decode_envelope(delivery.data)
-                except ProtocolError:
-                    continue
-                if envelope.conversation == conversation and envelope.kind == kind:
-                    return envelope.body
+                body = protocol.body_for(delivery.data, conversation, kind)
+                if body is not None:
+                    return body
         finally:
             notices.cancel()
 
@@ -480,11 +477,11 @@ class DeviceClient:
             if delivery is CLOSED:
                 queue.put_nowait(CLOSED)
                 return
+            body = protocol.body_for(delivery.data, conversation, protocol.KIND_NOTICE)
+            if body is None:
+                continue
             try:
-                envelope = protocol.decode_envelope(delivery.data)
-                if envelope.kind != protocol.KIND_NOTICE or envelope.conversation != conversation:
-                    continue
-                hint = protocol.parse_json_object(envelope.body, "notice").get("error")
+                hint = protocol.parse_json_object(body, "notice").get("error")
             except ProtocolError:
                 continue
             if hint == "unknown-host":

@@ -290,6 +290,18 @@ def decode_envelope(data: bytes) -> Envelope:
     return Envelope(kind, bytes(data[5:21]), body)
 
 
+def body_for(data: bytes, conversation: bytes, kind: int) -> bytes | None:
+    """The body of ``data`` if it is a well-formed envelope of ``kind`` in
+    ``conversation``; None for anything else (other conversations, noise, junk)."""
+    try:
+        envelope = decode_envelope(data)
+    except ProtocolError:
+        return None
+    if envelope.conversation != conversation or envelope.kind != kind:
+        return None
+    return envelope.body
+
+
 def notice(conversation: bytes, error: str) -> bytes:
     return encode_envelope(KIND_NOTICE, conversation, compact_json({"error": error}))
 

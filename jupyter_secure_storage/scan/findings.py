@@ -100,7 +100,7 @@ class Scanner:
 
     def scrub_text(self, text: str) -> tuple[str, list[Finding]]:
         findings = self.scan_text(text)
-        return scrub(text, findings), findings
+        return apply_markers(text, findings), findings
 
     # --- structured documents ------------------------------------------------------------
 
@@ -123,7 +123,7 @@ class Scanner:
             # In collection order: a value is replaced under its old key, then the key.
             for slot, found in zip(slots, results, strict=True):
                 if found:
-                    slot.put(_scrubbed(slot.text, found))
+                    slot.put(apply_markers(slot.text, found))
         return findings
 
     def scan_notebook(self, notebook: dict[str, Any], scrub: bool = False) -> list[Finding]:
@@ -182,7 +182,10 @@ def _is_media(where: str) -> bool:
     return mime in _MEDIA_TYPES or mime.startswith(_MEDIA_PREFIXES)
 
 
-def _scrubbed(text: str, findings: list[Finding]) -> str:
+def apply_markers(text: str, findings: list[Finding]) -> str:
+    """``text`` with each finding (sorted, not overlapping) replaced by its marker."""
+    if not findings:
+        return text
     pieces, position = [], 0
     for finding in findings:
         pieces.append(text[position : finding.start])
@@ -190,11 +193,6 @@ def _scrubbed(text: str, findings: list[Finding]) -> str:
         position = finding.end
     pieces.append(text[position:])
     return "".join(pieces)
-
-
-def scrub(text: str, findings: list[Finding]) -> str:
-    """``text`` with each finding (sorted, not overlapping) replaced by its marker."""
-    return _scrubbed(text, findings) if findings else text
 
 
 @dataclass

@@ -83,12 +83,15 @@ class FingerprintIndex:
             dumps_records(records) if records else None,
         )
 
+    def _packed(self, value: str) -> str:
+        master = self._master(create=True)
+        assert master is not None  # noqa: S101 -- created above
+        return pack_forms(fingerprint(value, master))
+
     def write(self, namespace: str, key: str, value: str) -> None:
         """Store ``value`` and its fingerprints in one durable write (backends with atomic
         batches: the vault). Errors are the write's own: nothing is half done."""
-        master = self._master(create=True)
-        assert master is not None  # noqa: S101 -- created above
-        packed = pack_forms(fingerprint(value, master))
+        packed = self._packed(value)
         with self._lock():
             records = self._records(namespace)
             records[key] = packed
@@ -97,9 +100,7 @@ class FingerprintIndex:
             )
 
     def update(self, namespace: str, key: str, value: str) -> None:
-        master = self._master(create=True)
-        assert master is not None  # noqa: S101 -- created above
-        packed = pack_forms(fingerprint(value, master))
+        packed = self._packed(value)
         with self._lock():
             records = self._records(namespace)
             if records.get(key) != packed:
