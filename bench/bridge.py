@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import math
 import os
 import platform
 import resource
@@ -67,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from common import format_bytes, format_ns, markdown_table, percentile
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "bridge.json"
 REPO = Path(__file__).resolve().parent.parent
@@ -139,32 +139,6 @@ class Row:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def format_ns(ns: float | None) -> str:
-    if ns is None:
-        return "-"
-    if ns >= 1e9:
-        return f"{ns / 1e9:.2f} s"
-    if ns >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if ns >= 1e3:
-        return f"{ns / 1e3:.1f} µs"
-    return f"{ns:.0f} ns"
-
-
-def format_bytes(amount: float | None) -> str:
-    if amount is None:
-        return "-"
-    if amount >= 1024 * 1024:
-        return f"{amount / 1024 / 1024:.1f} MiB"
-    return f"{amount / 1024:.1f} KiB"
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (p99 of 1,000 samples is the 990th smallest)."""
-    ordered = sorted(samples)
-    return float(ordered[max(0, math.ceil(fraction * len(ordered)) - 1)])
 
 
 def random_value(length: int = VALUE_LENGTH) -> str:
@@ -759,13 +733,6 @@ def run_redis(scratch: Path, env: dict[str, str], counts: Counts) -> Scenario:
 
 
 # --- output ------------------------------------------------------------------------------------
-
-
-def markdown_table(rows: Sequence[Row]) -> str:
-    header = ["measurement", "value", "baseline", "ratio", "goal", "met?"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def print_report(rows: Sequence[Row], scenarios: Sequence[Scenario], quick: bool) -> None:

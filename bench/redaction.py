@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+from common import COLUMNS, markdown_table
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -84,7 +85,6 @@ SECRET_EVERY = 100  # variant c: one line in this many holds a value
 SEED = 20_240_611
 KERNEL_NAME = "python3"
 MARKER = re.compile(r"\[secret:([^\]]*)\]")
-COLUMNS = ("measurement", "value", "baseline", "ratio", "goal", "met?")
 PRINT_CELL = "for _bench_line in _bench_lines:\n    print(_bench_line)\n"
 
 # Executed both in the kernel (setup cell) and here, so both sides build the same values and
@@ -626,12 +626,6 @@ def kernel_rows(runs: dict[str, list[Run]], expected: Expected) -> list[Row]:
         )
     )
     return rows
-
-
-def markdown_table(rows: Sequence[Row]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

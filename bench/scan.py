@@ -69,6 +69,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from common import markdown_table  # noqa: E402
 from scan_samples import KIND, MAKERS, in_context, token  # noqa: E402
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "scan.json"
@@ -545,12 +546,6 @@ COLUMNS = [
 ]
 
 
-def markdown_table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.1%}"
 
@@ -729,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{kinds['stored-value']} stored values)" + ("; QUICK run" if args.quick else "")
     )
     print()
-    print(markdown_table(rows))
+    print(markdown_table(rows, COLUMNS))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         json.dumps(

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import keyring
+from common import format_ns, markdown_table
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from traitlets.config import Config
 
@@ -139,19 +140,10 @@ class Row:
         return data
 
 
+STORAGE_COLUMNS = ("measurement", "ours", "baseline", "ratio", "goal", "met?")
+
+
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def format_ns(ns: float | None) -> str:
-    if ns is None:
-        return "-"
-    if ns >= 1e9:
-        return f"{ns / 1e9:.2f} s"
-    if ns >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if ns >= 1e3:
-        return f"{ns / 1e3:.1f} µs"
-    return f"{ns:.0f} ns"
 
 
 def random_value(length: int = VALUE_LENGTH) -> str:
@@ -417,13 +409,6 @@ def bench_vault(scratch: Path, counts: Counts) -> list[Row]:
 # --- output ----------------------------------------------------------------------------------
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    header = ["measurement", "ours", "baseline", "ratio", "goal", "met?"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="few iterations (a smoke test)")
@@ -450,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         rows = [keyring_row, *bench_vault(scratch, counts)]
 
-    table = markdown_table(rows)
+    table = markdown_table(rows, STORAGE_COLUMNS)
     print()
     print(
         f"Python {platform.python_version()} on {platform.platform()}, "
