@@ -205,6 +205,7 @@ def test_a_binary_file_holding_a_stored_value_is_refused(vault_env: Path) -> Non
         guarded_save(SaveGuard(), model, "img.png")
     assert refused.value.status_code == 503
     assert "binary" in (refused.value.reason or "")
+    assert not holds_any_form(str(refused.value) + (refused.value.reason or ""), value)
     clean = {"type": "file", "format": "base64", "content": base64.b64encode(b"\xff\x00").decode()}
     guarded_save(SaveGuard(), clean, "ok.bin")
 
@@ -386,6 +387,7 @@ def test_a_real_server_with_a_locked_store_refuses_and_keeps_the_file(
         assert status == 503
         assert "did not save" in reply["message"]
         assert "JUPYTER_SECURE_STORAGE_PASSPHRASE" in reply["message"]
+        assert not holds_any_form(json.dumps(reply), value)  # the refusal never repeats it
         assert (server.root / "n.ipynb").read_text() == before
         status, _ = server.save("new.txt", {"type": "file", "format": "text", "content": value})
         assert status == 503
