@@ -38,6 +38,7 @@ from .errors import (
     UnknownBackendError,
     ValueTooLargeError,
 )
+from .known_values import FINGERPRINT_NAMESPACE, FingerprintIndex
 from .paths import ENV_BACKEND, env_value
 from .secret import Secret
 
@@ -207,7 +208,8 @@ class StoredKey:
     modified: datetime | None
 
 
-FINGERPRINT_NAMESPACE = "jss-fingerprints"
+# The package's own namespaces: fingerprints of stored values, and the bridge's pairing
+# records (by name only: the core does not import the bridge).
 INTERNAL_NAMESPACES = (FINGERPRINT_NAMESPACE, "jss-bridge")
 
 _auto_choice_lock = threading.Lock()
@@ -417,14 +419,17 @@ class SecureStorage(LoggingConfigurable):
             if namespace not in INTERNAL_NAMESPACES
         ]
 
-    def _fingerprint_index(self) -> Any:
+    def fingerprint_index(self) -> FingerprintIndex:
+        """The fingerprint records of this store's values, where its backend keeps them
+        (for a paired device: the host's own store). Scanners read them from here."""
+        return FingerprintIndex(self.backend_object.fingerprint_backend())
+
+    def _fingerprint_index(self) -> FingerprintIndex | None:
         """Where this store's fingerprints are kept (None: not kept, or unreachable)."""
         if not self.fingerprints or self.namespace in INTERNAL_NAMESPACES:
             return None
-        from .scan.fingerprints import FingerprintIndex
-
         try:
-            return FingerprintIndex.for_store(self)
+            return self.fingerprint_index()
         except (SecureStorageError, OSError) as error:
             logger.warning(
                 "Could not open the fingerprints scanners use (%s); files may not be "

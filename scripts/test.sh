@@ -13,9 +13,10 @@ venv_install ".[test]"
 # that prove it is refused put it on their PYTHONPATH.
 pip_install --no-deps --upgrade --target "$VENV/extras/keyrings-alt" "keyrings.alt>=5"
 
-step "lint (ruff) and types (mypy, tsc)"
+step "lint (ruff), import rules (lint-imports; docs/architecture.md) and types (mypy, tsc)"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+"$VENV/bin/lint-imports" --no-cache
 "$VENV/bin/mypy"
 (cd web && npm run --silent typecheck)
 

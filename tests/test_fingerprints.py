@@ -330,3 +330,19 @@ def test_a_text_over_sixteen_mebibytes_is_scanned_whole() -> None:
     text = block * 17 + value + block
     (found,) = known.find(text)
     assert (found.start, found.end) == (17 << 20, (17 << 20) + len(value))
+
+
+def test_core_anchor_hash_is_the_scanners_vectorised_hash() -> None:
+    # The core hashes one anchor at write time in plain Python; the scanner hashes every
+    # position of a text with numpy. A single bit of difference would hide every value.
+    from jupyter_secure_storage.known_values import anchor_hash, anchor_keys
+    from jupyter_secure_storage.scan.known import _keys, _Workspace
+
+    keys = anchor_keys(MASTER)
+    text = bytes(range(256)) * 2 + "é€𝄞".encode()
+    workspace = _Workspace(len(text))
+    low, high = workspace.load(text, len(text))
+    for length in range(1, 17):
+        vectorised = workspace.hash(low, high, length, _keys(MASTER)).tolist()
+        plain = [anchor_hash(text[i : i + length], keys) for i in range(len(text) - length)]
+        assert vectorised[: len(plain)] == plain, f"anchor length {length}"

@@ -127,6 +127,12 @@ class Backend(LoggingConfigurable):
     def contains(self, namespace: str, key: str) -> bool:
         return self.get(namespace, key) is not None
 
+    def fingerprint_backend(self) -> Backend:
+        """The backend that keeps the keyed fingerprints of this backend's values
+        (:mod:`jupyter_secure_storage.known_values`): itself, unless its values cannot
+        sit beside them (a paired phone's fingerprints live in the host's own store)."""
+        return self
+
     def max_value_length(self) -> int | None:
         """The longest value (in characters) this store accepts, or None for no own limit."""
         return None

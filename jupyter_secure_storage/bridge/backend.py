@@ -110,6 +110,11 @@ class DeviceBackend(Backend):
     def max_value_length(self) -> int | None:
         return MAX_VALUE_CHARACTERS
 
+    def fingerprint_backend(self) -> Backend:
+        # The phone's values pass through this computer when written, so their
+        # fingerprints can be kept here, in the store that holds the pairing records.
+        return HostKeystore().store.backend_object
+
     def unpair(self) -> None:
         """Ask the device to forget this computer, then forget the device."""
         record = self.client.record

@@ -2,11 +2,9 @@
 
 Three layers, each usable on its own:
 
-- :func:`encoded_forms` -- the strings a value can appear as in output: itself, its
-  standard and URL-safe base64 at each of the three byte alignments (so it is found
-  inside a longer base64 string such as HTTP Basic credentials), its URL-percent
-  encodings, its JSON-, HTML- and Python-repr-escaped forms, and each long line of
-  a multi-line value (PEM keys).
+- :func:`encoded_forms` (from :mod:`jupyter_secure_storage.value_forms`, shared with the
+  stored-value fingerprints) -- the strings a value can appear as in output: itself, its
+  base64, URL-quoted and escaped forms, and each long line of a multi-line value.
 - :class:`Matcher` -- every form of every value at once: an Aho-Corasick automaton
   (``ahocorasick-rs``, a DFA in Rust) scans the UTF-8 text once; overlapping hits are
   merged and replaced by ``[secret:NAME]``. It also answers "could the end of this
@@ -25,13 +23,8 @@ per-pattern ``str.find`` matcher gives the same results, slower.
 
 from __future__ import annotations
 
-import base64
 import bisect
-import html
-import json
-import re
 import threading
-import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,6 +32,7 @@ from traitlets import Bool, Int, Unicode, observe
 from traitlets.config import Configurable
 
 from ..secret import SecretRegistry, secret_registry
+from ..value_forms import encoded_forms
 
 try:  # pragma: no branch
     import ahocorasick_rs
@@ -46,69 +40,9 @@ except ImportError:  # pragma: no cover - exercised where the wheel is unavailab
     ahocorasick_rs = None  # type: ignore[assignment]
 
 DEFAULT_REPLACEMENT = "[secret:{name}]"
-LARGE_VALUE = 16384  # characters; bigger values are matched as pieces of their literal text
-LARGE_PIECE = 1024
 _SHORT_TAIL = 128  # ends of text up to this long are checked one length at a time
 _HEAD = 16  # longer candidate ends are found by the first characters of long patterns
 _DFA_LIMIT = 1 << 16  # bytes of patterns above which an NFA is built instead (DFA builds slowly)
-_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
-
-
-def _base64_inside(data: bytes, alphabet: str) -> set[str]:
-    """The base64 characters that depend only on ``data``, for each of the 3 alignments.
-
-    A value inside a longer byte string (``b"user:" + token``) is encoded at an offset;
-    the characters fully inside the value's bits are the same whatever surrounds it.
-    """
-    forms = set()
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + data + b"\0\0")
-        if alphabet == "urlsafe":
-            encoded = encoded.translate(bytes.maketrans(b"+/", b"-_"))
-        first = -(-8 * offset // 6)
-        last = 8 * (offset + len(data)) // 6
-        forms.add(encoded[first:last].decode("ascii"))
-    # The whole encoding of the value alone, padding included.
-    whole = (
-        base64.urlsafe_b64encode(data) if alphabet == "urlsafe" else base64.b64encode(data)
-    ).decode("ascii")
-    forms.add(whole)
-    forms.add(whole.rstrip("="))
-    return forms
-
-
-def encoded_forms(value: str, min_length: int = 6) -> set[str]:
-    """Every form of ``value`` the redaction looks for (shorter than ``min_length``: dropped).
-
-    A value over ``LARGE_VALUE`` characters (bigger than any real credential) is looked
-    for as consecutive ``LARGE_PIECE``-character pieces of its literal text, so printing
-    it hides it piece by piece without an automaton the size of its encodings.
-    """
-    if len(value) < min_length:
-        return set()
-    if len(value) > LARGE_VALUE:
-        pieces = {value[i : i + LARGE_PIECE] for i in range(0, len(value), LARGE_PIECE)}
-        pieces.add(value[-LARGE_PIECE:])
-        return {piece for piece in pieces if len(piece) >= min_length}
-    data = value.encode("utf-8")
-    forms = {value}
-    forms |= _base64_inside(data, "standard")
-    forms |= _base64_inside(data, "urlsafe")
-    for quoted in (
-        urllib.parse.quote(value, safe=""),
-        urllib.parse.quote(value),
-        urllib.parse.quote_plus(value),
-    ):
-        forms.add(quoted)
-        forms.add(_LOWER_HEX.sub(lambda m: m.group(0).lower(), quoted))
-    forms.add(json.dumps(value)[1:-1])
-    forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
-    forms.add(html.escape(value))
-    forms.add(html.escape(value, quote=False))
-    forms.add(repr(value)[1:-1])
-    if "\n" in value:
-        forms.update(line.strip() for line in value.splitlines() if len(line.strip()) >= 16)
-    return {form for form in forms if len(form) >= min_length}
 
 
 class Matcher:

@@ -1,23 +1,15 @@
-"""Finding stored values in text by keyed fingerprint, without holding the values.
+"""Finding stored values in text by their keyed fingerprints, without holding the values.
 
-For every stored value the storage layer keeps, in the namespace ``jss-fingerprints`` of
-the same store, one record per *form* of the value -- the value itself, its standard
-and URL-safe base64 (at each byte alignment), URL-quoted, JSON-, HTML- and repr-escaped
-forms, as the kernel's redaction uses
-(:func:`jupyter_secure_storage.kernel.redaction.encoded_forms`):
-
-    (length in UTF-8 bytes, anchor length, anchor hash, HMAC-SHA256 of the form)
-
-Both hashes are keyed by a random master key kept in the store, so the records say
-nothing about the values to whoever lacks the store. A process that may not hold
-plaintext -- the Jupyter server, a pre-commit hook -- loads the records and scans:
+The records come from the core (:mod:`jupyter_secure_storage.known_values`: one record per
+form of each stored value, keyed by a master key kept in the store); this module only
+reads them, through :meth:`KnownValues.from_store`, and scans:
 
 1. the *anchor* of a form is its first 16 bytes (shorter forms: all of them). For every
    position of the text at once (numpy), the two little-endian 64-bit words starting
-   there and 8 bytes later are masked to the anchor length and mixed by a keyed
-   multiply-xor hash to 32 bits -- one pass of a handful of vector operations per
-   distinct anchor length (one, when every form has 16 bytes or more), however many
-   values are stored;
+   there and 8 bytes later are masked to the anchor length and mixed by the keyed
+   multiply-xor hash of :func:`~jupyter_secure_storage.known_values.anchor_hash` to 32
+   bits -- one pass of a handful of vector operations per distinct anchor length (one,
+   when every form has 16 bytes or more), however many values are stored;
 2. a 2^22-bit table of the anchors' hashes drops almost every position;
 3. the few positions left are looked up by full hash and confirmed by the HMAC of the
    whole form there. A finding is therefore exact: no false positive survives the HMAC.
@@ -25,41 +17,37 @@ plaintext -- the Jupyter server, a pre-commit hook -- loads the records and scan
 
 from __future__ import annotations
 
-import base64
 import bisect
-import hashlib
 import hmac
-import json
 import secrets
-import struct
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..kernel.redaction import encoded_forms
+from ..known_values import (
+    ANCHOR,
+    FINGERPRINT_NAMESPACE,
+    MASTER_KEY,
+    RECORD_PREFIX,
+    FormRecord,
+    LoadedRecords,
+    anchor_keys,
+    derive_key,
+    fingerprint,
+    form_digest,
+)
 from .findings import STORED, Finding
 
-FINGERPRINT_NAMESPACE = "jss-fingerprints"
-MASTER_KEY = "master-key"
-RECORD_PREFIX = "ns:"
-ANCHOR = 16  # bytes: the anchor of forms at least this long
-MIN_LENGTH = 6  # forms shorter than this are not fingerprinted (too many false hits)
-_FORMAT = 1
 _FILTER_BITS = 22
 _CHUNK = 1 << 20  # bytes hashed at once: buffers that stay in cache and are reused
 _U64 = np.dtype("<u8")
 _local = threading.local()
 
 
-def _derive(master: bytes, label: bytes) -> bytes:
-    return hmac.new(master, b"jss-fingerprints/1 " + label, hashlib.sha256).digest()
-
-
 def _keys(master: bytes) -> tuple[np.uint64, np.uint64, np.uint64]:
-    raw = _derive(master, b"anchor hash")
-    k1, k2, k3 = (int.from_bytes(raw[i : i + 8], "little") | 1 for i in (0, 8, 16))
+    k1, k2, k3 = anchor_keys(master)
     return np.uint64(k1), np.uint64(k2), np.uint64(k3)
 
 
@@ -119,80 +107,6 @@ def _mask(length: int) -> tuple[np.uint64, np.uint64]:
     return np.uint64((1 << (8 * low)) - 1), np.uint64((1 << (8 * high)) - 1)
 
 
-def _anchor_hash(anchor: bytes, keys: tuple[np.uint64, ...]) -> int:
-    workspace = _Workspace(1)
-    low, high = workspace.load(anchor, 1)
-    return int(workspace.hash(low, high, len(anchor), keys)[0])
-
-
-def _encoding_of(value: str, form: str) -> str:
-    if form == value:
-        return "literal"
-    if set(form) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="):
-        return "base64"
-    if set(form) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_="):
-        return "base64url"
-    if "%" in form:
-        return "url-quoted"
-    return "escaped"
-
-
-ENCODINGS = ("literal", "base64", "base64url", "url-quoted", "escaped")
-_DIGEST = 16  # bytes of HMAC-SHA256 kept: a 2^-128 chance that a wrong match passes
-_PACKED = struct.Struct("<IBIB16s")
-
-
-@dataclass(frozen=True)
-class FormRecord:
-    """The fingerprint of one form of one stored value."""
-
-    length: int  # UTF-8 bytes
-    anchor_length: int
-    anchor_hash: int
-    digest: bytes  # the first 16 bytes of HMAC-SHA256 of the whole form
-    encoding: str
-
-
-def pack_forms(forms: list[FormRecord]) -> str:
-    """A key's records as one compact string (26 bytes per form, base64)."""
-    return base64.b64encode(
-        b"".join(
-            _PACKED.pack(
-                f.length, f.anchor_length, f.anchor_hash, ENCODINGS.index(f.encoding), f.digest
-            )
-            for f in forms
-        )
-    ).decode("ascii")
-
-
-def unpack_forms(packed: str) -> list[FormRecord]:
-    raw = base64.b64decode(packed)
-    forms = []
-    for length, anchor_length, anchor_hash, encoding, digest in _PACKED.iter_unpack(raw):
-        forms.append(FormRecord(length, anchor_length, anchor_hash, digest, ENCODINGS[encoding]))
-    return forms
-
-
-def fingerprint(value: str, master: bytes) -> list[FormRecord]:
-    """The records for every form of ``value``."""
-    mac_key, keys = _derive(master, b"hmac"), _keys(master)
-    records = []
-    for form in sorted(encoded_forms(value, MIN_LENGTH)):
-        data = form.encode("utf-8", "surrogatepass")
-        anchor = data[: min(ANCHOR, len(data))]
-        digest = hmac.new(mac_key, data, hashlib.sha256).digest()[:_DIGEST]
-        records.append(
-            FormRecord(
-                len(data),
-                len(anchor),
-                _anchor_hash(anchor, keys),
-                digest,
-                _encoding_of(value, form),
-            )
-        )
-    return records
-
-
 # --- the matcher -----------------------------------------------------------------------------
 
 
@@ -210,7 +124,7 @@ class KnownValues:
     exact = True  # every finding is confirmed by HMAC: safe to apply inside base64 media
 
     def __init__(self, records: dict[str, list[FormRecord]], master: bytes) -> None:
-        self._mac_key = _derive(master, b"hmac")
+        self._mac_key = derive_key(master, b"hmac")
         self._keys = _keys(master)
         # anchor length -> anchor hash -> the forms that start so
         self._targets: dict[int, dict[int, list[_Target]]] = {}
@@ -244,11 +158,19 @@ class KnownValues:
         return cls(records, master)
 
     @classmethod
+    def from_records(cls, loaded: LoadedRecords | None) -> KnownValues:
+        """A detector from the records the core loaded (None: nothing stored yet)."""
+        if loaded is None:
+            return cls({}, secrets.token_bytes(32))
+        return cls(loaded.records, loaded.master)
+
+    @classmethod
     def from_store(cls, store: Any = None) -> KnownValues:
         """Every namespace's fingerprints from the configured store; no value is read."""
-        from .fingerprints import FingerprintIndex
+        from ..storage import SecureStorage
 
-        return FingerprintIndex.for_store(store).known_values()
+        store = store if store is not None else SecureStorage()
+        return cls.from_records(store.fingerprint_index().load())
 
     # --- scanning ---------------------------------------------------------------------------
 
@@ -319,8 +241,7 @@ class KnownValues:
             for target in targets:
                 end = start + target.length
                 if end <= len(data) and hmac.compare_digest(
-                    hmac.new(self._mac_key, data[start:end], hashlib.sha256).digest()[:_DIGEST],
-                    target.digest,
+                    form_digest(self._mac_key, data[start:end]), target.digest
                 ):
                     found.append((start, end, target))
 
@@ -352,17 +273,13 @@ class KnownValues:
         ]
 
 
-def dumps_records(records: dict[str, str]) -> str:
-    """A namespace's records (key -> :func:`pack_forms`) as stored."""
-    return json.dumps({"v": _FORMAT, "keys": records}, separators=(",", ":"), sort_keys=True)
-
-
-def loads_records(text: str) -> dict[str, str]:
-    raw = json.loads(text)
-    if (
-        not isinstance(raw, dict)
-        or raw.get("v") != _FORMAT
-        or not isinstance(raw.get("keys"), dict)
-    ):
-        return {}
-    return {str(k): str(v) for k, v in raw["keys"].items()}
+# FINGERPRINT_NAMESPACE, MASTER_KEY and RECORD_PREFIX are the core's; named here too for
+# the code that imported them from the scanner before the records moved to the core.
+__all__ = [
+    "FINGERPRINT_NAMESPACE",
+    "MASTER_KEY",
+    "RECORD_PREFIX",
+    "FormRecord",
+    "KnownValues",
+    "fingerprint",
+]

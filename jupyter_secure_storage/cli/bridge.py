@@ -1,15 +1,9 @@
-"""``jupyter-secure-storage`` (also ``jupyter secure-storage``): the command line front end.
+"""The paired-device bridge's commands (docs/pairing.md): ``relay``, ``pair``, ``devices``,
+``device``.
 
-Values never travel in argv: ``write`` prompts without echo (twice) or reads one
-line from stdin with ``--stdin``; ``read`` prints only to a pipe unless
-``--reveal`` is given. Exit codes: 0 success, 1 failure or not found, 2 usage.
-
-The paired-device bridge (docs/pairing.md): ``pair`` shows an offer and pairs a device,
-``devices`` lists and revokes paired devices, ``device`` runs the reference device (the
-phone side, in Python), ``relay`` the relay between them.
-
-``scan`` finds stored values and token formats in files (docs/scanning.md); its handler
-lives in :mod:`jupyter_secure_storage.scan.cli_scan`.
+``pair`` shows an offer and pairs a device, ``devices`` lists and revokes paired devices,
+``device`` runs the reference device (the phone side, in Python), ``relay`` the relay
+between them (it has its own flags and logging: docs/relay.md).
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
-import logging
 import signal
 import sys
 import threading
@@ -29,105 +22,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from . import passphrase as prompting
-from ._version import __version__
-from .doctor import examine, render
-from .errors import InvalidKeyError, PairingError, SecureStorageError
-from .scan.cli_scan import add_scan_command, cmd_scan
-from .storage import SecureStorage, validate_key
+from ..errors import PairingError, SecureStorageError
+from ..storage import validate_key
+from .base import PROG, Command, UsageProblem
 
 if TYPE_CHECKING:
-    from .bridge.host import HostKeystore
+    from ..bridge.host import HostKeystore
 
-PROG = "jupyter-secure-storage"
 T = TypeVar("T")
-
-
-class UsageProblem(Exception):
-    """A mistake in how the command was called (exit code 2)."""
-
-
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS lets the options appear before or after the subcommand.
-    common.add_argument(
-        "--backend",
-        default=argparse.SUPPRESS,
-        help="auto, keyring, vault, memory, or a plugin (default: config, "
-        "$JUPYTER_SECURE_STORAGE_BACKEND, else auto)",
-    )
-    common.add_argument(
-        "--namespace", default=argparse.SUPPRESS, help="the namespace (default: 'default')"
-    )
-    return common
-
-
-def build_parser() -> argparse.ArgumentParser:
-    common = _common_options()
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        parents=[common],
-        description="Keep API keys and tokens in the OS keystore or an encrypted vault.",
-        epilog="Values are never taken from or shown in arguments.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    write = commands.add_parser(
-        "write", parents=[common], help="store a value (prompted, or one line from --stdin)"
-    )
-    write.add_argument("key")
-    write.add_argument(
-        "--stdin", action="store_true", help="read the value from the first line of stdin"
-    )
-
-    read = commands.add_parser(
-        "read", parents=[common], help="print a value to a pipe (or to a terminal with --reveal)"
-    )
-    read.add_argument("key")
-    read.add_argument(
-        "--reveal", action="store_true", help="allow printing the value to a terminal"
-    )
-
-    delete = commands.add_parser("delete", parents=[common], help="delete a key")
-    delete.add_argument("key")
-
-    listing = commands.add_parser("list", parents=[common], help="list names (never values)")
-    listing.add_argument("--format", choices=["table", "json"], default="table")
-    listing.add_argument(
-        "--all-namespaces", action="store_true", help="list every namespace of the backend"
-    )
-
-    delete_all = commands.add_parser(
-        "delete-all", parents=[common], help="delete every key of the namespace"
-    )
-    delete_all.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-
-    doctor = commands.add_parser(
-        "doctor", parents=[common], help="show every backend's state and how to fix it"
-    )
-    doctor.add_argument("--format", choices=["text", "json"], default="text")
-
-    commands.add_parser("relay", add_help=False, help="run the paired-device relay (docs/relay.md)")
-
-    migrate = commands.add_parser(
-        "migrate", parents=[common], help="copy every key from one backend to another"
-    )
-    migrate.add_argument("--from", dest="source", required=True, metavar="BACKEND")
-    migrate.add_argument("--to", dest="target", required=True, metavar="BACKEND")
-    migrate.add_argument(
-        "--all-namespaces", action="store_true", help="copy every namespace of the source"
-    )
-    migrate.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace keys the target already holds with a different value",
-    )
-    migrate.add_argument("--dry-run", action="store_true", help="say what would be copied")
-
-    _add_bridge_commands(commands)
-    add_scan_command(commands, common)
-    return parser
 
 
 def _seconds(text: str) -> float:
@@ -140,7 +42,12 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _add_bridge_commands(commands: Any) -> None:
+def _add_relay(commands: Any, common: argparse.ArgumentParser) -> None:
+    # Listed in --help only: `relay` is dispatched before parsing (see relay_command).
+    commands.add_parser("relay", add_help=False, help="run the paired-device relay (docs/relay.md)")
+
+
+def _add_pair(commands: Any, common: argparse.ArgumentParser) -> None:
     pair = commands.add_parser(
         "pair",
         help="pair a device (a phone, or `device`) through a relay; shows a QR code",
@@ -172,6 +79,8 @@ def _add_bridge_commands(commands: Any) -> None:
         help="how long to wait for the device (default 600; the offer expires after at most 600)",
     )
 
+
+def _add_devices(commands: Any, common: argparse.ArgumentParser) -> None:
     devices = commands.add_parser("devices", help="list or revoke paired devices")
     actions = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="the paired devices (never keys)")
@@ -190,6 +99,8 @@ def _add_bridge_commands(commands: Any) -> None:
         "is forgotten here anyway",
     )
 
+
+def _add_device(commands: Any, common: argparse.ArgumentParser) -> None:
     device = commands.add_parser(
         "device",
         help="run the reference device: keeps values for paired computers (tests, demos)",
@@ -247,215 +158,6 @@ def _add_bridge_commands(commands: Any) -> None:
     )
 
 
-def _store(args: argparse.Namespace, backend: str | None = None) -> SecureStorage:
-    options: dict[str, Any] = {}
-    chosen = backend if backend is not None else getattr(args, "backend", None)
-    if chosen is not None:
-        options["backend"] = chosen
-    if getattr(args, "namespace", None) is not None:
-        options["namespace"] = args.namespace
-    return SecureStorage(**options)
-
-
-def _where(store: SecureStorage) -> str:
-    return f"namespace {store.namespace!r}, {store.backend_name} ({store.backend_object.location})"
-
-
-def _contains(store: SecureStorage, key: str) -> bool:
-    """Whether ``key`` is stored (validating it, and unlocking the store).
-
-    On a paired device a read would ask its owner to approve, and carry the value over
-    the bridge, only to learn that it exists: the device's list of names says so without
-    either.
-    """
-    if store.backend_name == "device":
-        return validate_key(key) in store.keys()
-    return store.contains_key(key)
-
-
-# --- commands --------------------------------------------------------------------------------
-
-
-def cmd_write(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args)
-    key = args.key
-    _contains(store, key)  # validates the key and unlocks the store before asking for a value
-    if args.stdin:
-        line = sys.stdin.readline()
-        value = line[:-1] if line.endswith("\n") else line
-        value = value[:-1] if value.endswith("\r") else value
-        if not value:
-            raise UsageProblem("stdin held no value (an empty first line); nothing was stored.")
-    else:
-        if not prompting.can_prompt():
-            raise UsageProblem(
-                "stdin is not a terminal, so the value cannot be prompted for; "
-                "pass --stdin to read it from the first line of stdin."
-            )
-        try:
-            entered = prompting.ask_new(f"Value for {key}: ", f"Repeat the value for {key}: ")
-        except prompting.NoPrompt:
-            err.write(f"{PROG}: cancelled; nothing was stored.\n")
-            return 1
-        if entered is None:
-            err.write(f"{PROG}: the two entries differ; nothing was stored.\n")
-            return 1
-        if not entered:
-            err.write(f"{PROG}: the value is empty; nothing was stored.\n")
-            return 1
-        value = entered
-    replaced = _contains(store, key)
-    store.write(key, value)
-    verb = "replaced" if replaced else "stored"
-    err.write(f"{verb} {key} ({len(value)} characters) in {_where(store)}\n")
-    return 0
-
-
-def cmd_read(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if out.isatty() and not args.reveal:
-        raise UsageProblem(
-            "refusing to print a secret to a terminal; pipe it "
-            f"(`{PROG} read {args.key} | ...`) or pass --reveal."
-        )
-    store = _store(args)
-    secret = store.read(args.key)
-    if secret is None:
-        err.write(f"{PROG}: no key named {args.key!r} in {_where(store)}\n")
-        return 1
-    out.write(secret.reveal())
-    if out.isatty():
-        out.write("\n")
-    out.flush()
-    return 0
-
-
-def cmd_delete(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args)
-    existed = _contains(store, args.key)
-    store.delete(args.key)
-    if existed:
-        err.write(f"deleted {args.key} from {_where(store)}\n")
-    else:
-        err.write(f"no key named {args.key!r} in {_where(store)}; nothing to delete\n")
-    return 0
-
-
-def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args)
-    namespaces = store.namespaces() if args.all_namespaces else [store.namespace]
-    rows: list[dict[str, str]] = []
-    for namespace in namespaces:
-        scoped = SecureStorage(backend=store.backend_object, namespace=namespace)
-        rows.extend(
-            {"name": name, "namespace": namespace, "backend": store.backend_name}
-            for name in scoped.keys()
-        )
-    if args.format == "json":
-        json.dump(rows, out, indent=2)
-        out.write("\n")
-        return 0
-    if not rows:
-        err.write(f"no keys in {_where(store)}\n")
-        return 0
-    width = max(len("NAME"), *(len(r["name"]) for r in rows))
-    ns_width = max(len("NAMESPACE"), *(len(r["namespace"]) for r in rows))
-    out.write(f"{'NAME':<{width}}  {'NAMESPACE':<{ns_width}}  BACKEND\n")
-    for row in rows:
-        out.write(f"{row['name']:<{width}}  {row['namespace']:<{ns_width}}  {row['backend']}\n")
-    err.write(f"{len(rows)} key(s); backend location: {store.backend_object.location}\n")
-    return 0
-
-
-def cmd_delete_all(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args)
-    names = store.keys()
-    if not names:
-        err.write(f"no keys in {_where(store)}; nothing to delete\n")
-        return 0
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageProblem(
-                f"this would delete {len(names)} key(s) in {_where(store)}; "
-                "pass --yes to confirm when not at a terminal."
-            )
-        err.write(f"Delete all {len(names)} key(s) in {_where(store)}? [y/N] ")
-        err.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            err.write("nothing deleted\n")
-            return 1
-    store.delete_all()
-    err.write(f"deleted {len(names)} key(s) from {_where(store)}\n")
-    return 0
-
-
-def cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    report = examine(_store(args))
-    if args.format == "json":
-        json.dump(report.as_json(), out, indent=2)
-        out.write("\n")
-    else:
-        render(report, out)
-    return 0 if report.chosen_usable else 1
-
-
-def cmd_migrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.source == args.target:
-        raise UsageProblem("--from and --to name the same backend.")
-    source = _store(args, backend=args.source)
-    target = _store(args, backend=args.target)
-    if source.backend_object.identity == target.backend_object.identity:
-        raise UsageProblem("--from and --to reach the same store.")
-    namespaces = source.namespaces() if args.all_namespaces else [source.namespace]
-    plan: list[tuple[str, dict[str, str]]] = []
-    conflicts: list[str] = []
-    identical = 0
-    for namespace in namespaces:
-        from_store = SecureStorage(backend=source.backend_object, namespace=namespace)
-        to_store = SecureStorage(backend=target.backend_object, namespace=namespace)
-        values = {k: s.reveal() for k, s in from_store.read_all().items()}
-        existing = to_store.read_all()
-        copy = {}
-        for key, value in values.items():
-            if key in existing and existing[key] == value:
-                identical += 1
-            elif key in existing and not args.overwrite:
-                conflicts.append(f"{namespace}/{key}")
-            else:
-                copy[key] = value
-        plan.append((namespace, copy))
-    if conflicts:
-        err.write(
-            f"{PROG}: the target already holds different values for: {', '.join(conflicts)}. "
-            "Nothing was copied. Pass --overwrite to replace them.\n"
-        )
-        return 1
-    total = sum(len(copy) for _, copy in plan)
-    if args.dry_run:
-        for namespace, copy in plan:
-            for key in sorted(copy):
-                out.write(f"would copy {namespace}/{key}\n")
-        err.write(f"{total} key(s) to copy, {identical} already identical (dry run)\n")
-        return 0
-    for namespace, copy in plan:
-        to_store = SecureStorage(backend=target.backend_object, namespace=namespace)
-        for key, value in copy.items():
-            to_store.write(key, value)
-            if to_store.read(key) != value:
-                err.write(
-                    f"{PROG}: {namespace}/{key} did not read back the same from the target; "
-                    "stopping. The source is unchanged.\n"
-                )
-                return 1
-    err.write(
-        f"copied {total} key(s) from {source.backend_name} to {target.backend_name}"
-        f" ({identical} already identical); the source is unchanged\n"
-    )
-    return 0
-
-
-# --- the paired-device bridge (docs/pairing.md) ----------------------------------------------
-
-
 def _no_backend_option(args: argparse.Namespace) -> None:
     if getattr(args, "backend", None) is not None:
         raise UsageProblem(
@@ -472,7 +174,7 @@ def _when(stamp: float) -> str:
 
 def _pair_arguments(args: argparse.Namespace, out: TextIO) -> tuple[str, str]:
     """The relay URL and label, after refusing what cannot pair safely here."""
-    from .bridge.qr import check_label, check_relay_url, default_label
+    from ..bridge.qr import check_label, check_relay_url, default_label
 
     _no_backend_option(args)
     try:
@@ -495,7 +197,7 @@ def _pair_arguments(args: argparse.Namespace, out: TextIO) -> tuple[str, str]:
 
 
 def _show_offer(offer: Any, offer_file: Path | None, out: TextIO, err: TextIO) -> None:
-    from .bridge.qr import terminal_text, write_offer_file
+    from ..bridge.qr import terminal_text, write_offer_file
 
     uri, label = offer.uri, offer.label
     until = time.strftime("%H:%M:%S", time.localtime(offer.expires))
@@ -509,7 +211,7 @@ def _show_offer(offer: Any, offer_file: Path | None, out: TextIO, err: TextIO) -
             f"Scan the code with the device, or give it the offer above. It works once "
             f"and expires at {until}. This computer shows itself as {label!r}.\n"
         )
-        from .bridge.protocol import passkey_problem
+        from ..bridge.protocol import passkey_problem
 
         problem = passkey_problem(offer.relay)
         if problem:
@@ -529,7 +231,7 @@ def _show_offer(offer: Any, offer_file: Path | None, out: TextIO, err: TextIO) -
 
 
 def _confirmed(args: argparse.Namespace, attempt: Any, err: TextIO) -> bool:
-    from .bridge.qr import run_pairing_step
+    from ..bridge.qr import run_pairing_step
 
     if args.yes:
         err.write("confirmed without asking (--yes)\n")
@@ -544,8 +246,8 @@ def _confirmed(args: argparse.Namespace, attempt: Any, err: TextIO) -> bool:
 
 
 def cmd_pair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .bridge.host import HostKeystore, PairingAttempt
-    from .bridge.qr import remove_offer_file, run_pairing_step
+    from ..bridge.host import HostKeystore, PairingAttempt
+    from ..bridge.qr import remove_offer_file, run_pairing_step
 
     relay, label = _pair_arguments(args, out)
     keystore = HostKeystore()
@@ -579,7 +281,7 @@ def cmd_pair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_devices(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .bridge.host import HostKeystore
+    from ..bridge.host import HostKeystore
 
     _no_backend_option(args)
     keystore = HostKeystore()
@@ -618,7 +320,7 @@ def cmd_devices(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _revoke(args: argparse.Namespace, keystore: HostKeystore, err: TextIO) -> int:
-    from .bridge.backend import DeviceBackend
+    from ..bridge.backend import DeviceBackend
 
     if args.all == bool(args.name):
         raise UsageProblem("say which device to revoke: `devices revoke NAME`, or --all.")
@@ -672,7 +374,7 @@ class _DaemonThreads(concurrent.futures.ThreadPoolExecutor):
 
 
 def _policies(args: argparse.Namespace) -> list[tuple[str, str]]:
-    from .bridge.device import POLICIES
+    from ..bridge.device import POLICIES
 
     wanted = []
     for item in args.policy:
@@ -704,7 +406,7 @@ async def _until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, T]) -> T
 
 async def _offer_from_file(path: Path, deadline: float) -> str:
     """Wait for a valid, unexpired offer in ``path`` (a notebook or script writes it later)."""
-    from .bridge.protocol import ProtocolError, decode_offer
+    from ..bridge.protocol import ProtocolError, decode_offer
 
     while time.monotonic() < deadline:
         try:
@@ -726,9 +428,9 @@ async def _device_pairs(
     device: Any, args: argparse.Namespace, offer_text: str | None, stop: asyncio.Event
 ) -> bool:
     """Pair with the offer given (waiting for --offer-file); False if stopped first."""
-    from .bridge.noise import NoiseError
-    from .bridge.protocol import ProtocolError
-    from .bridge.relay_client import RelayError
+    from ..bridge.noise import NoiseError
+    from ..bridge.protocol import ProtocolError
+    from ..bridge.relay_client import RelayError
 
     deadline = time.monotonic() + args.timeout
     text = offer_text
@@ -781,9 +483,9 @@ async def _device_main(
 
 
 def cmd_device(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .bridge.device import AutoApprover, DeviceState, ReferenceDevice, TerminalApprover
-    from .bridge.protocol import ProtocolError, decode_offer
-    from .config_file import load_config_files
+    from ..bridge.device import AutoApprover, DeviceState, ReferenceDevice, TerminalApprover
+    from ..bridge.protocol import ProtocolError, decode_offer
+    from ..config_file import load_config_files
 
     _no_backend_option(args)
     name = args.name.strip()
@@ -821,55 +523,21 @@ def cmd_device(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         loop.close()
 
 
+def relay_command(arguments: Sequence[str]) -> int:
+    """``relay ...``: the relay parses its own arguments and sets up its own logging."""
+    from ..bridge.relay import relay_command as run_relay
+
+    return run_relay(list(arguments))
+
+
+def _relay_needs_dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    # Reached only when options come before `relay`; the relay takes its own instead.
+    raise UsageProblem(f"`relay` takes its own options: run `{PROG} relay --help`.")
+
+
 COMMANDS = {
-    "write": cmd_write,
-    "read": cmd_read,
-    "delete": cmd_delete,
-    "list": cmd_list,
-    "delete-all": cmd_delete_all,
-    "doctor": cmd_doctor,
-    "migrate": cmd_migrate,
-    "pair": cmd_pair,
-    "devices": cmd_devices,
-    "device": cmd_device,
-    "scan": cmd_scan,
+    "relay": Command(_add_relay, _relay_needs_dispatch),
+    "pair": Command(_add_pair, cmd_pair),
+    "devices": Command(_add_devices, cmd_devices),
+    "device": Command(_add_device, cmd_device),
 }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["relay"]:
-        # The relay has its own flags and logging (docs/relay.md).
-        from .bridge.relay import relay_command
-
-        return relay_command(arguments[1:])
-    logging.basicConfig(format=f"{PROG}: %(message)s", level=logging.WARNING)
-    parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
-    out, err = sys.stdout, sys.stderr
-    if extras:
-        # Never echo them: a stray argument is often a value typed where it must not be.
-        err.write(
-            f"{PROG}: {len(extras)} unexpected argument(s), not shown. Values are never "
-            f"given on the command line (they stay in shell history and process lists): "
-            f"run `{PROG} write KEY` to be prompted, or pipe the value with --stdin. "
-            "If a real secret was typed, rotate it and remove it from your shell history.\n"
-        )
-        return 2
-    try:
-        return COMMANDS[args.command](args, out, err)
-    except (UsageProblem, InvalidKeyError) as error:
-        err.write(f"{PROG}: {error}\n")
-        return 2
-    except SecureStorageError as error:
-        err.write(f"{PROG}: error: {error.cause}\n")
-        if error.remedy:
-            err.write(f"  fix: {error.remedy}\n")
-        return 1
-    except KeyboardInterrupt:
-        err.write("\ninterrupted\n")
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

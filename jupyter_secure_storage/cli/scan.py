@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import SecureStorageError
-from .allowlist import Allowlist
-from .files import DEFAULT_MAX_SIZE, LARGEST_MAX_SIZE, FileScanner, Progress
-from .findings import Detector, Scanner
-from .patterns import PatternDetector
-from .report import WRITERS
+from ..scan.allowlist import Allowlist
+from ..scan.files import DEFAULT_MAX_SIZE, LARGEST_MAX_SIZE, FileScanner, Progress
+from ..scan.findings import Detector, Scanner
+from ..scan.patterns import PatternDetector
+from ..scan.report import WRITERS
+from .base import Command
 
 PROG = "jupyter-secure-storage scan"
 
@@ -35,7 +36,7 @@ def _size(text: str) -> int:
     return value
 
 
-def add_scan_command(commands: Any, common: argparse.ArgumentParser) -> None:
+def _add_scan(commands: Any, common: argparse.ArgumentParser) -> None:
     scan = commands.add_parser(
         "scan",
         parents=[common],
@@ -75,8 +76,8 @@ def add_scan_command(commands: Any, common: argparse.ArgumentParser) -> None:
 def _stored_values(args: argparse.Namespace, err: TextIO) -> Detector | None:
     """The stored-value detector, if the store opens without a prompt; else a warning."""
     from ..config_file import load_config_files
+    from ..scan.known import KnownValues
     from ..storage import SecureStorage
-    from .known import KnownValues
 
     config = load_config_files()
     config.VaultBackend.prompt = False  # never prompt: this may run in a pre-commit hook
@@ -154,3 +155,6 @@ def cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if result.errors:
         return 2
     return 1 if result.findings else 0
+
+
+COMMANDS = {"scan": Command(_add_scan, cmd_scan)}
