@@ -186,6 +186,25 @@ class VaultBusyError(VaultError):
     )
 
 
+# --- the unlock agent ------------------------------------------------------------------------
+
+
+class AgentError(SecureStorageError):
+    """Base of the unlock agent's own errors."""
+
+
+class AgentUnavailableError(AgentError):
+    """The unlock agent was reached and stopped answering, or its socket is not safe to use."""
+
+    default_remedy = (
+        "Restart Jupyter Server (it runs the agent), or run `jupyter-secure-storage agent`."
+    )
+
+
+class AgentRefusedError(AgentError):
+    """The unlock agent refused a request (another user, or an operation it does not know)."""
+
+
 # --- scanning files for secrets ----------------------------------------------------------
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from traitlets.config import Config
 
+from jupyter_secure_storage.agent_client import ENV_AGENT_SOCKET
 from jupyter_secure_storage.backends import vault as vault_module
 from jupyter_secure_storage.backends.keyring import KeyringBackend
 from jupyter_secure_storage.backends.memory import MemoryBackend
@@ -53,8 +56,13 @@ def isolated_jupyter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(home / "data"))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(home / "config"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(home / "runtime"))
+    # Each test has its own unlock agent socket, so no test ever reaches another's agent
+    # (or a person's). Short: a Unix socket path holds about 100 bytes.
+    agent_folder = Path(tempfile.mkdtemp(prefix="jss-agent-"))
+    monkeypatch.setenv(ENV_AGENT_SOCKET, str(agent_folder / "agent.sock"))
     known = secret_registry.values()
     yield home
+    shutil.rmtree(agent_folder, ignore_errors=True)
     vault_module._OPEN.clear()
     MemoryBackend(store_name="default").clear()
     # Forget the values this test registered: the process-wide registry would otherwise

@@ -196,6 +196,22 @@ def test_an_invalid_key_is_a_usage_error(shell: InteractiveShell) -> None:
     assert isinstance(result.error_in_exec, UsageError)
 
 
+def test_a_mistyped_option_is_named_with_the_nearest_option(shell: InteractiveShell) -> None:
+    result = run(shell, "%secure_write KEY --widgte")
+    assert isinstance(result.error_in_exec, UsageError)
+    message = str(result.error_in_exec)
+    assert "unknown option --widgte; did you mean --widget?" in message
+    assert "not shown" not in message  # not taken for a value typed on the line
+
+
+def test_a_value_after_dashes_is_still_not_echoed(shell: InteractiveShell) -> None:
+    pasted = "--" + canary()  # mixed case and digits: a token, not an option name
+    result = run(shell, f"%secure_read NAME {pasted}")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert pasted not in str(result.error_in_exec)
+    assert "not shown" in str(result.error_in_exec)
+
+
 # --- read and environment ---------------------------------------------------------------
 
 

@@ -277,6 +277,7 @@ class Server:
     def __init__(self, root: Path, port: int, token: str, log: Path) -> None:
         self.root, self.token, self.log = root, token, log
         self.api = f"http://127.0.0.1:{port}/api"
+        self.pid = 0
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -297,7 +298,7 @@ class Server:
 
 
 @contextmanager
-def jupyter_server(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
+def jupyter_server(tmp_path: Path, env: dict[str, str], *extra_args: str) -> Iterator[Server]:
     port, token = free_port(), secrets.token_hex(16)
     root = tmp_path / f"root-{port}"
     root.mkdir()
@@ -307,7 +308,7 @@ def jupyter_server(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
         "--ServerApp.jpserver_extensions={'jupyter_secure_storage.server': True}",
         f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
         "--ServerApp.port_retries=0", "--ServerApp.open_browser=False",
-        f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True",
+        f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True", *extra_args,
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -318,6 +319,7 @@ def jupyter_server(tmp_path: Path, env: dict[str, str]) -> Iterator[Server]:
             env={**env, "JUPYTER_TOKEN": token},
         )
     server = Server(root, port, token, log)
+    server.pid = process.pid
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -376,10 +378,12 @@ def test_a_real_server_saves_notebooks_and_checkpoints_without_secrets(
 def test_a_real_server_with_a_locked_store_refuses_and_keeps_the_file(
     vault_env: Path, tmp_path: Path
 ) -> None:
+    # Without the unlock agent (switched off), a kernel may have unlocked the vault on its
+    # own, so a store the server cannot read must refuse the save.
     value = "v-" + secrets.token_urlsafe(30)
     vault_store_with("OPENAI_API_KEY", value)
     locked = {k: v for k, v in os.environ.items() if k != "JUPYTER_SECURE_STORAGE_PASSPHRASE"}
-    with jupyter_server(tmp_path, locked) as server:
+    with jupyter_server(tmp_path, locked, "--VaultBackend.use_agent=False") as server:
         before = json.dumps(nbformat.v4.new_notebook(), indent=1) + "\n"
         (server.root / "n.ipynb").write_text(before)
         notebook = planted_notebook(value, github_token())

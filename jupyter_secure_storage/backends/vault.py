@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
 import os
 import secrets
@@ -34,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,6 +44,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from traitlets import Bool, Float, Int, Unicode, default
 
 from .. import passphrase as passphrase_prompt
+from ..agent_client import AgentClient, AgentNotRunning
 from ..errors import (
     BackendOperationError,
     SecureStorageError,
@@ -66,6 +69,28 @@ _BODY_PAD = 1024  # the body is padded to a multiple of this, so its size says l
 _SLOT_AAD = b"jupyter-secure-storage vault slot v1\x00"
 MIN_PASSPHRASE_LENGTH = 8
 KEYRING_KEY_SERVICE = "jupyter-secure-storage-vault-key"
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _agent_first(method: _Method) -> _Method:
+    """Run the operation in this user's unlock agent when one runs, else in this process.
+
+    The agent holds the data key; a kernel, the CLI or the Jupyter server then never
+    derives it, and never holds the passphrase (docs/agent.md).
+    """
+    names = list(inspect.signature(method).parameters)[1:]
+
+    @functools.wraps(method)
+    def run(self: VaultBackend, *args: Any, **kwargs: Any) -> Any:
+        if self.use_agent:
+            arguments = dict(zip(names, args, strict=False)) | kwargs
+            try:
+                return self._agent_call(method.__name__, arguments)
+            except AgentNotRunning:
+                pass
+        return method(self, *args, **kwargs)
+
+    return cast(_Method, run)
 
 
 def _b64(data: bytes) -> str:
@@ -264,6 +289,15 @@ class VaultBackend(Backend):
     lock_timeout = Float(10.0, help="Seconds to wait for another process's write to finish.").tag(
         config=True
     )
+
+    use_agent = Bool(
+        True,
+        help=(
+            "Go through this user's unlock agent when one runs (Jupyter Server runs one; "
+            "so does `jupyter-secure-storage agent`): the passphrase is then typed once "
+            "for every kernel and command. Off: always unlock in this process."
+        ),
+    ).tag(config=True)
 
     passphrase_variable = Unicode(
         ENV_PASSPHRASE,
@@ -588,10 +622,12 @@ class VaultBackend(Backend):
             self._modify(lambda entries: (None, False))
         return opened.entries
 
+    @_agent_first
     def get(self, namespace: str, key: str) -> str | None:
         entry = self._entries().get(namespace, {}).get(key)
         return None if entry is None else str(entry["value"])
 
+    @_agent_first
     def set(self, namespace: str, key: str, value: str) -> None:
         def change(entries: Entries) -> tuple[None, bool]:
             entries.setdefault(namespace, {})[key] = {"value": value, "modified": time.time()}
@@ -601,6 +637,7 @@ class VaultBackend(Backend):
 
     atomic_batches = True
 
+    @_agent_first
     def set_many(self, changes: list[tuple[str, str, str | None]]) -> None:
         """All the changes in one durable write of the vault."""
 
@@ -618,6 +655,7 @@ class VaultBackend(Backend):
 
         self._modify(change)
 
+    @_agent_first
     def delete(self, namespace: str, key: str) -> bool:
         if not self.file.exists():
             return False
@@ -633,15 +671,19 @@ class VaultBackend(Backend):
 
         return bool(self._modify(change))
 
+    @_agent_first
     def list_names(self, namespace: str) -> list[str]:
         return sorted(self._entries().get(namespace, {}))
 
+    @_agent_first
     def list_namespaces(self) -> list[str]:
         return sorted(ns for ns, keys in self._entries().items() if keys)
 
+    @_agent_first
     def get_all(self, namespace: str) -> dict[str, str]:
         return {k: str(e["value"]) for k, e in self._entries().get(namespace, {}).items()}
 
+    @_agent_first
     def delete_all(self, namespace: str) -> list[str]:
         if not self.file.exists():
             return []
@@ -652,6 +694,7 @@ class VaultBackend(Backend):
 
         return list(self._modify(change))
 
+    @_agent_first
     def modified_times(self, namespace: str) -> dict[str, float | None]:
         return {
             key: float(entry["modified"]) if "modified" in entry else None
@@ -661,7 +704,10 @@ class VaultBackend(Backend):
     # --- state ------------------------------------------------------------------------------
 
     def lock(self) -> None:
-        """Forget the unlocked key and the decrypted contents in this process."""
+        """Forget the unlocked key and the decrypted contents (in the agent too, if one runs)."""
+        if self.use_agent:
+            with contextlib.suppress(AgentNotRunning):
+                AgentClient().call("lock", str(self.file))
         with _OPEN_GUARD:
             _OPEN.pop(str(self.file), None)
 
@@ -669,7 +715,110 @@ class VaultBackend(Backend):
 
     @property
     def is_unlocked(self) -> bool:
+        if self.use_agent:
+            with contextlib.suppress(AgentNotRunning, SecureStorageError):
+                return bool(AgentClient().call("status", str(self.file))["unlocked"])
         return str(self.file) in _OPEN
+
+    @property
+    def exists(self) -> bool:
+        """Whether the vault file is there (no unlocking needed to tell)."""
+        return self.file.exists()
+
+    def unlock(self, passphrase: str, create: bool = False) -> None:
+        """Unlock this vault in this process with ``passphrase`` (what the agent does on
+        request); with ``create`` and no file yet, make an empty vault with it.
+
+        Raises :class:`WrongPassphraseError`, :class:`WeakPassphraseError` (a new vault),
+        or :class:`VaultLockedError` when there is no vault and ``create`` is false.
+        """
+        saved = (self.prompt, self.prompt_function, self.passphrase_variable)
+        self.prompt, self.prompt_function = True, lambda _prompt: passphrase
+        self.passphrase_variable = ""  # the passphrase given, not the environment's
+        try:
+            if str(self.file) in _OPEN:
+                self._check_passphrase(passphrase)
+            if self._current() is not None:
+                return
+            if not create:
+                raise VaultLockedError(
+                    f"There is no vault at {self.file} yet.",
+                    "Create it: store a first key, or unlock with a new passphrase.",
+                )
+            self._modify(lambda entries: (None, True))
+        finally:
+            self.prompt, self.prompt_function, self.passphrase_variable = saved
+
+    def _check_passphrase(self, passphrase: str) -> None:
+        """Raise :class:`WrongPassphraseError` unless ``passphrase`` opens the file as it is
+        (an unlock of a vault already open here must still be the right passphrase)."""
+        raw = self._read_file()
+        if raw is None:
+            return
+        parsed = parse_vault(raw, str(self.file))
+        slot = next((s for s in parsed.slots if s.kind == "passphrase"), None)
+        if (
+            slot is None
+            or _unwrap(derive_passphrase_key(passphrase, slot.params), slot, parsed.vault_id)
+            is None
+        ):
+            raise WrongPassphraseError(f"The passphrase given does not open the vault {self.file}.")
+
+    # --- through the unlock agent --------------------------------------------------------------
+
+    def _agent_call(self, op: str, arguments: dict[str, Any]) -> Any:
+        """``op`` in the agent; a locked agent is unlocked first, with the passphrase this
+        process can get (environment or prompt). :class:`AgentNotRunning` without one."""
+        client = AgentClient()
+        try:
+            return _from_wire(op, client.call(op, str(self.file), **arguments))
+        except VaultLockedError:
+            self.unlock_agent(client)
+        return _from_wire(op, client.call(op, str(self.file), **arguments))
+
+    def unlock_agent(self, client: AgentClient | None = None) -> bool:
+        """Unlock this vault in the running agent with a passphrase got here (the
+        environment, else a prompt; a new passphrase, asked twice, when there is no vault
+        yet). Returns whether the vault was created. :class:`AgentNotRunning` without an
+        agent; :class:`VaultLockedError` when nobody can give a passphrase here."""
+        client = client if client is not None else AgentClient()
+        state = client.call("status", str(self.file))
+        create = not state["exists"]
+        try:
+            if create:
+                passphrase_text = env_value(self.passphrase_variable)
+                if passphrase_text is None:
+                    if not self.prompt:
+                        raise passphrase_prompt.NoPrompt("prompting is off")
+                    passphrase_text = passphrase_prompt.ask_new(
+                        f"New passphrase for the vault {self.file}: ",
+                        "Repeat the passphrase: ",
+                        self.prompt_function,
+                    )
+                    if passphrase_text is None:
+                        raise WeakPassphraseError(
+                            "The two passphrases differ; no vault was created.",
+                            "Run the command again and type the same passphrase twice.",
+                        )
+            else:
+                passphrase_text = env_value(self.passphrase_variable)
+                if passphrase_text is None:
+                    if not self.prompt:
+                        raise passphrase_prompt.NoPrompt("prompting is off")
+                    passphrase_text = passphrase_prompt.ask(
+                        f"Passphrase for the vault {self.file}: ", self.prompt_function
+                    )
+        except passphrase_prompt.NoPrompt:
+            verb = "Creating" if create else "Opening"
+            raise VaultLockedError(
+                f"{verb} the vault {self.file} needs its passphrase: the unlock agent for "
+                f"this user holds it locked, {self.passphrase_variable} is not set, and "
+                "nobody can answer a prompt here.",
+                "Unlock it once for this user: the unlock dialog in JupyterLab, or "
+                "`jupyter-secure-storage unlock` in a terminal.",
+            ) from None
+        client.call("unlock", str(self.file), passphrase=passphrase_text, create=create)
+        return create
 
     def diagnose(self) -> Diagnosis:
         details: list[str] = []
@@ -717,8 +866,23 @@ class VaultBackend(Backend):
                 f"chmod 600 {self.file}",
                 tuple(details),
             )
-        state = "unlocked in this process" if self.is_unlocked else "locked"
+        state = "unlocked in this process" if str(self.file) in _OPEN else "locked"
+        if self.use_agent:
+            with contextlib.suppress(AgentNotRunning, SecureStorageError):
+                agent = AgentClient()
+                unlocked = agent.call("status", str(self.file))["unlocked"]
+                state = f"{'unlocked' if unlocked else 'locked'} in the unlock agent"
+                details.append(f"unlock agent: {agent.path}")
         return Diagnosis(self.name, True, f"vault at {self.file} ({state})", "", tuple(details))
+
+
+def _from_wire(op: str, result: Any) -> Any:
+    """A result as the in-process method returns it (JSON has no tuples)."""
+    if op in ("list_names", "list_namespaces", "delete_all"):
+        return [str(name) for name in result]
+    if op == "delete":
+        return bool(result)
+    return result
 
 
 # --- file operations -------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Parse the command line and dispatch to the command group that runs it.
 
-Each group lives in its own module (``store``, ``doctor``, ``bridge``, ``scan``) and
+Each group lives in its own module (``store``, ``doctor``, ``bridge``, ``scan``, ``agent``) and
 gives its subcommands as :class:`~.base.Command` entries; this module only builds the
 parser from them and turns what a command raises into a message and an exit code.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import InvalidKeyError, SecureStorageError
-from . import bridge, doctor, scan, store
+from . import agent, bridge, doctor, scan, store
 from .base import PROG, Command, UsageProblem, common_options
 
 COMMANDS: dict[str, Command] = {
@@ -22,6 +22,7 @@ COMMANDS: dict[str, Command] = {
     **doctor.COMMANDS,
     **bridge.COMMANDS,
     **scan.COMMANDS,
+    **agent.COMMANDS,
 }
 # The order `--help` lists them in.
 HELP_ORDER = (
@@ -37,6 +38,9 @@ HELP_ORDER = (
     "devices",
     "device",
     "scan",
+    "agent",
+    "unlock",
+    "lock",
 )
 
 

@@ -9,6 +9,7 @@ key. Mistakes raise ``UsageError``: one line, no traceback.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import os
 import re
@@ -74,6 +75,28 @@ NO_CONFIRMATION = (
 )
 
 
+def _unrecognized_message(function: Any, line: str, magic: str) -> str:
+    """Why a magic line was refused. A word shaped like an option (``--widgte``) is named,
+    with the nearest real option; anything else is not shown, since a value typed on the
+    line must not come back in the error."""
+    parser = function.parser
+    known = sorted(
+        option for action in parser._actions for option in action.option_strings if option
+    )
+    # Shaped like an option: a dash or two, then a short lowercase word; a token is not.
+    typos = [word for word in line.split() if re.fullmatch(r"--?[a-z][a-z-]{0,24}", word)]
+    typos = [word for word in typos if word not in known]
+    if typos:
+        word = typos[0]
+        close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f" (options: {', '.join(known)})."
+        return f"%{magic}: unknown option {word}{hint} See %{magic}?"
+    return (
+        f"%{magic}: unexpected extra argument(s), not shown (a value must never "
+        f"be typed on a magic line). See %{magic}?"
+    )
+
+
 @magics_class
 class SecureStorageMagics(Magics):
     """``%secure_write``, ``%secure_read``, ``%secure_env``, ``%secure_delete``,
@@ -118,10 +141,7 @@ class SecureStorageMagics(Magics):
             return parse_argstring(function, line)
         except UsageError as error:
             if "unrecognized arguments" in str(error):
-                raise UsageError(
-                    f"%{magic}: unexpected extra argument(s), not shown (a value must never "
-                    f"be typed on a magic line). See %{magic}?"
-                ) from None
+                raise UsageError(_unrecognized_message(function, line, magic)) from None
             raise
 
     def _where(self, store: SecureStorage) -> str:

@@ -210,9 +210,11 @@ class SecureEnvProvisioner(LocalProvisioner):
         remedy = error.remedy
         if isinstance(error, VaultLockedError):
             remedy = (
-                f"The kernel provisioner never prompts. Set {ENV_PASSPHRASE} in the "
-                "environment of the Jupyter server, or keep the vault key in the OS "
-                "keystore (c.VaultBackend.key_in_keyring = True)."
+                "The kernel provisioner never prompts. Unlock the store once for this "
+                "user (the unlock dialog in JupyterLab, or `jupyter-secure-storage "
+                f"unlock`), set {ENV_PASSPHRASE} in the environment of the Jupyter server "
+                "(read once, then removed), or keep the vault key in the OS keystore "
+                "(c.VaultBackend.key_in_keyring = True)."
             )
         try:
             return type(error)(cause, remedy)

@@ -31,7 +31,7 @@ from typing import Any
 from traitlets import Bool, Enum, Float
 from traitlets.config import Config, LoggingConfigurable
 
-from ..errors import SecureStorageError
+from ..errors import SecureStorageError, VaultLockedError
 from ..scan.findings import STORED, Finding, Scanner
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -104,6 +104,24 @@ class SaveGuard(LoggingConfigurable):
         super().__init__(**kwargs)
         self._known: Any = None
         self._loaded_at = float("-inf")
+        self._extra: Any = None
+        #: Whether stored values are checked: "on", "locked" (the store is locked in the
+        #: unlock agent: token formats only, or the fingerprints read before the lock),
+        #: or "off". Shown in JupyterLab's status bar.
+        self.stored_value_check = "on" if self.stored_values else "off"
+        self._agent_running: Any = None
+
+    def also_scrub(self, names_by_value: dict[str, str]) -> None:
+        """Scrub these values too (the vault passphrase the server was started with)."""
+        from ..scan.known import KnownValues
+
+        values = {value: name for value, name in names_by_value.items() if value}
+        self._extra = KnownValues.from_values(values) if values else None
+
+    def use_agent_state(self, agent_running: Any) -> None:
+        """``agent_running()`` tells whether this user's unlock agent answers: then a
+        locked store means no kernel of this server could have read a stored value."""
+        self._agent_running = agent_running
 
     # --- the detectors ------------------------------------------------------------------
 
@@ -124,29 +142,51 @@ class SaveGuard(LoggingConfigurable):
         try:
             store = SecureStorage(config=self._store_config())
             known = KnownValues.from_store(store)
-        except SecureStorageError as error:
-            cause = getattr(error, "cause", str(error))
-            remedy = getattr(error, "remedy", "")
-            if self.when_store_locked == "patterns-only":
-                self.log.warning(
-                    "jupyter-secure-storage: stored values are NOT checked in saved files "
-                    "(%s); token formats still are.",
-                    cause,
+        except VaultLockedError as error:
+            through_agent = getattr(store.backend_object, "use_agent", False)
+            if not through_agent or self._agent_running is None or not self._agent_running():
+                return self._unreadable(error)
+            # Locked in the agent: no kernel of this server can have read a value since,
+            # and a value read before the lock is in the fingerprints read then.
+            if self.stored_value_check != "locked":
+                self.log.info(
+                    "jupyter-secure-storage: the store is locked; saves are checked for "
+                    "token formats%s until it is unlocked.",
+                    " and the stored values known before the lock" if self._known else "",
                 )
-                return None
-            raise SaveRefused(
-                "jupyter-secure-storage could not read the fingerprints of your stored "
-                f"secrets ({cause}), so it cannot check this file for them and did not "
-                "save it; the file on disk is unchanged. "
-                + (f"{remedy} " if remedy else "")
-                + "To save after checking token formats only, set "
-                "c.SaveGuard.when_store_locked = 'patterns-only' in jupyter_server_config.py."
-            ) from error
+            self.stored_value_check = "locked"
+            return self._known
+        except SecureStorageError as error:
+            return self._unreadable(error)
+        self.stored_value_check = "on"
         self._known, self._loaded_at = known, now
         return known
 
+    def _unreadable(self, error: SecureStorageError) -> Any:
+        """The fingerprints cannot be read and kernels may have read values: refuse the
+        save (fail closed), unless configured to check token formats only."""
+        cause = getattr(error, "cause", str(error))
+        remedy = getattr(error, "remedy", "")
+        if self.when_store_locked == "patterns-only":
+            self.log.warning(
+                "jupyter-secure-storage: stored values are NOT checked in saved files "
+                "(%s); token formats still are.",
+                cause,
+            )
+            return None
+        raise SaveRefused(
+            "jupyter-secure-storage could not read the fingerprints of your stored "
+            f"secrets ({cause}), so it cannot check this file for them and did not "
+            "save it; the file on disk is unchanged. "
+            + (f"{remedy} " if remedy else "")
+            + "To save after checking token formats only, set "
+            "c.SaveGuard.when_store_locked = 'patterns-only' in jupyter_server_config.py."
+        ) from error
+
     def scanner(self) -> Scanner:
         detectors: list[Any] = []
+        if self._extra is not None:
+            detectors.append(self._extra)
         if self.stored_values:
             known = self._known_values()
             if known is not None and len(known):
@@ -262,8 +302,15 @@ def guarded_save(guard: SaveGuard, model: dict[str, Any], path: str) -> None:
         raise HTTPError(500, message, reason=message) from None
 
 
-def load_save_guard(serverapp: Any) -> None:
+def load_save_guard(serverapp: Any, hosted: Any = None) -> SaveGuard:
+    """Register the pre-save hook; with ``hosted`` (the server's unlock agent) a locked
+    store lets saves go on with the token-format check, and the server's passphrase is
+    scrubbed like a stored value."""
     guard = SaveGuard(parent=serverapp)
+    if hosted is not None:
+        guard.use_agent_state(lambda: hosted.running)
+        if hosted.passphrase:
+            guard.also_scrub({hosted.passphrase: "vault passphrase"})
 
     def hook(model: dict[str, Any], path: str, **_kwargs: Any) -> None:
         guarded_save(guard, model, path)
@@ -275,3 +322,4 @@ def load_save_guard(serverapp: Any) -> None:
         "on" if guard.stored_values else "off",
         "on" if guard.patterns else "off",
     )
+    return guard
