@@ -47,3 +47,6 @@ done
 
 step "save guard benchmark (bench/save_guard.py: the pre-save scrub vs serialising the notebook)"
 "$VENV/bin/python" bench/save_guard.py "${scan_args[@]}"
+
+step "unlock agent benchmark (bench/agent.py: reads through the agent vs in-process; the CLI read as a whole process)"
+"$VENV/bin/python" bench/agent.py "${scan_args[@]}"

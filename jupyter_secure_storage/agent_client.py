@@ -22,7 +22,6 @@ import os
 import socket
 import stat
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,8 @@ def agent_socket_path() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return Path(runtime) / "jupyter-secure-storage" / "agent.sock"
+    import tempfile  # only here: it imports more than the rest of this module
+
     return Path(tempfile.gettempdir()) / f"jupyter-secure-storage-{os.getuid()}" / "agent.sock"
 
 

@@ -14,7 +14,6 @@ pick its store without editing anyone's config.)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -23,7 +22,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from traitlets import Bool, Instance, Int, Unicode, Union, validate
 from traitlets.config import Config, LoggingConfigurable
@@ -38,9 +37,11 @@ from .errors import (
     UnknownBackendError,
     ValueTooLargeError,
 )
-from .known_values import FINGERPRINT_NAMESPACE, FingerprintIndex
 from .paths import ENV_BACKEND, env_value
 from .secret import Secret
+
+if TYPE_CHECKING:
+    from .known_values import FingerprintIndex
 
 logger = logging.getLogger("jupyter_secure_storage")
 
@@ -210,7 +211,8 @@ class StoredKey:
 
 # The package's own namespaces: fingerprints of stored values, and the bridge's pairing
 # records (by name only: the core does not import the bridge).
-INTERNAL_NAMESPACES = (FINGERPRINT_NAMESPACE, "jss-bridge")
+# (The first is known_values.FINGERPRINT_NAMESPACE, spelled out so that reads never load it.)
+INTERNAL_NAMESPACES = ("jss-fingerprints", "jss-bridge")
 
 _auto_choice_lock = threading.Lock()
 _auto_warned: set[str] = set()
@@ -232,6 +234,16 @@ def _choose_auto(parent: SecureStorage) -> tuple[Backend, BackendChoice]:
                 vault.location,
             )
     return vault, BackendChoice("vault", reason)
+
+
+_Result = TypeVar("_Result")
+
+
+async def _off_the_loop(function: Callable[..., _Result], *args: Any) -> _Result:
+    # asyncio is imported here: scripts and the CLI never pay for it (about 35 ms).
+    import asyncio
+
+    return await asyncio.to_thread(function, *args)
 
 
 # --- the facade --------------------------------------------------------------------------
@@ -422,6 +434,8 @@ class SecureStorage(LoggingConfigurable):
     def fingerprint_index(self) -> FingerprintIndex:
         """The fingerprint records of this store's values, where its backend keeps them
         (for a paired device: the host's own store). Scanners read them from here."""
+        from .known_values import FingerprintIndex  # on first write: reads never need it
+
         return FingerprintIndex(self.backend_object.fingerprint_backend())
 
     def _fingerprint_index(self) -> FingerprintIndex | None:
@@ -460,25 +474,25 @@ class SecureStorage(LoggingConfigurable):
     # --- async twins: the same operations off the event loop's thread ----------------------
 
     async def awrite(self, key: str, value: str | Secret | None) -> None:
-        await asyncio.to_thread(self.write, key, value)
+        await _off_the_loop(self.write, key, value)
 
     async def aread(self, key: str) -> Secret | None:
-        return await asyncio.to_thread(self.read, key)
+        return await _off_the_loop(self.read, key)
 
     async def acontains_key(self, key: str) -> bool:
-        return await asyncio.to_thread(self.contains_key, key)
+        return await _off_the_loop(self.contains_key, key)
 
     async def adelete(self, key: str) -> None:
-        await asyncio.to_thread(self.delete, key)
+        await _off_the_loop(self.delete, key)
 
     async def aread_all(self) -> dict[str, Secret]:
-        return await asyncio.to_thread(self.read_all)
+        return await _off_the_loop(self.read_all)
 
     async def adelete_all(self) -> None:
-        await asyncio.to_thread(self.delete_all)
+        await _off_the_loop(self.delete_all)
 
     async def akeys(self) -> list[str]:
-        return await asyncio.to_thread(self.keys)
+        return await _off_the_loop(self.keys)
 
     # --- listeners -------------------------------------------------------------------------
 

@@ -346,3 +346,11 @@ def test_core_anchor_hash_is_the_scanners_vectorised_hash() -> None:
         vectorised = workspace.hash(low, high, length, _keys(MASTER)).tolist()
         plain = [anchor_hash(text[i : i + length], keys) for i in range(len(text) - length)]
         assert vectorised[: len(plain)] == plain, f"anchor length {length}"
+
+
+def test_the_facade_hides_the_namespace_the_fingerprints_live_in() -> None:
+    # storage.py names it without importing known_values (reads never load it).
+    from jupyter_secure_storage.known_values import FINGERPRINT_NAMESPACE as CORE_NAME
+
+    assert CORE_NAME == FINGERPRINT_NAMESPACE
+    assert CORE_NAME in INTERNAL_NAMESPACES

@@ -106,3 +106,23 @@ def test_writing_a_value_loads_no_front_end_scanner_or_bridge() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "", f"loaded by a write: {loaded}"
+
+
+def test_a_command_loads_only_its_own_group() -> None:
+    # `$(jupyter-secure-storage read KEY)` in a script must not pay for the scanner, the
+    # bridge, asyncio or the vault's ciphers (the unlock agent holds the key).
+    code = (
+        "import sys\n"
+        "from jupyter_secure_storage.cli.main import build_parser\n"
+        "parser = build_parser('read')\n"
+        "assert parser.parse_args(['read', 'K']).command == 'read'\n"
+        "import jupyter_secure_storage.backends.vault\n"
+        "heavy = ('asyncio', 'numpy', 'cryptography', 'jupyter_secure_storage.scan',\n"
+        "         'jupyter_secure_storage.bridge', 'jupyter_secure_storage.agent',\n"
+        "         'jupyter_secure_storage.known_values', 'jupyter_secure_storage.cli.scan')\n"
+        "print(','.join(sorted(name for name in heavy if name in sys.modules)))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "", f"loaded for `read`: {loaded}"

@@ -10,7 +10,6 @@ still answers nobody else.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -28,6 +27,7 @@ from traitlets.config import LoggingConfigurable
 
 from .._version import __version__
 from ..agent_client import (
+    ENV_AGENT_SOCKET,
     PROTOCOL_VERSION,
     AgentClient,
     AgentNotRunning,
@@ -38,7 +38,10 @@ from ..agent_client import (
     error_reply,
 )
 from ..backends.vault import VaultBackend
-from ..errors import AgentRefusedError, SecureStorageError
+from ..errors import AgentRefusedError, AgentUnavailableError, SecureStorageError
+
+_MAX_SOCKET_PATH = 104  # bytes: the smallest sun_path among the systems we run on (macOS)
+_CLIENT_TIMEOUT = 10.0  # seconds a connected client may take to send its request
 
 _VAULT_OPERATIONS = {
     "get": ("namespace", "key"),
@@ -96,13 +99,10 @@ class UnlockAgent(LoggingConfigurable):
         super().__init__(**kwargs)
         self.path = Path(self.socket_path) if self.socket_path else agent_socket_path()
         self._vaults: dict[str, VaultBackend] = {}
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jss-agent")
         self._last_request = time.monotonic()
-        self._server: asyncio.AbstractServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
         self._stopped = threading.Event()
-        self._stop_event: asyncio.Event | None = None
 
     # --- the operations (on the worker thread) ------------------------------------------
 
@@ -190,6 +190,12 @@ class UnlockAgent(LoggingConfigurable):
         folder = self.path.parent
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         check_private_folder(folder)
+        if len(os.fsencode(self.path)) >= _MAX_SOCKET_PATH:
+            raise AgentUnavailableError(
+                f"The unlock agent's socket path {self.path} is too long for a Unix socket "
+                f"({len(os.fsencode(self.path))} bytes; at most {_MAX_SOCKET_PATH - 1}).",
+                f"Set {ENV_AGENT_SOCKET} to a shorter path, e.g. under /tmp.",
+            )
         if self.path.exists() or self.path.is_symlink():
             if AgentClient(self.path, timeout=5).running():
                 raise AgentAlreadyRunning(str(self.path))
@@ -202,105 +208,103 @@ class UnlockAgent(LoggingConfigurable):
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
         listener.listen(64)
-        listener.setblocking(False)
         return listener
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            raw_socket = writer.get_extra_info("socket")
-            uid = peer_uid(raw_socket) if raw_socket is not None else None
-            if not peer_allowed(uid, os.getuid()):
-                self.log.warning("Unlock agent: refused a connection from uid %s.", uid)
-                refusal = AgentRefusedError("The unlock agent answers its own user only.")
-                # Take (and drop) what was sent, so the refusal arrives instead of a reset.
-                with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
-                    await asyncio.wait_for(reader.read(1 << 16), 2)
-                writer.write(encode_message(error_reply(refusal)))
-                await writer.drain()
-                return
-            while True:
-                try:
-                    header = await reader.readexactly(4)
-                except asyncio.IncompleteReadError:
-                    return
-                body = await reader.readexactly(decode_length(header))
-                request = json.loads(body.decode("utf-8"))
-                loop = asyncio.get_running_loop()
-                reply = await loop.run_in_executor(self._worker, self.handle, request)
-                writer.write(encode_message(reply))
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+    def _serve_connection(self, connection: socket.socket) -> None:
+        """Answer one client's requests until it closes the connection."""
+        connection.settimeout(_CLIENT_TIMEOUT)  # a client that stalls holds nobody up long
+        uid = peer_uid(connection)
+        if not peer_allowed(uid, os.getuid()):
+            self.log.warning("Unlock agent: refused a connection from uid %s.", uid)
+            refusal = AgentRefusedError("The unlock agent answers its own user only.")
+            # Take (and drop) what was sent, so the refusal arrives instead of a reset.
+            with contextlib.suppress(OSError):
+                connection.settimeout(2)
+                connection.recv(1 << 16)
+            connection.sendall(encode_message(error_reply(refusal)))
             return
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _idle_watch(self) -> None:
         while True:
-            await asyncio.sleep(max(0.5, min(self.lock_after / 4, 30.0)) if self.lock_after else 30)
-            if self.lock_after > 0:
-                await asyncio.get_running_loop().run_in_executor(self._worker, self._lock_if_idle)
+            try:
+                header = _receive_exactly(connection, 4)
+            except ConnectionResetError:
+                return  # the client is done
+            body = _receive_exactly(connection, decode_length(header))
+            connection.sendall(encode_message(self.handle(json.loads(body.decode("utf-8")))))
 
-    async def serve(
-        self, stop: asyncio.Event | None = None, ready: Callable[[], None] | None = None
+    def serve(
+        self,
+        stop: threading.Event | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> None:
         """Serve until ``stop`` is set (forever without one); ``ready`` is called once the
         socket listens. Raises :class:`AgentAlreadyRunning` when this user's agent
-        already answers."""
+        already answers.
+
+        One thread does everything, one connection at a time: requests are served in
+        order (the vault needs no more), and a request costs a tenth of what an event
+        loop with a worker thread made of it (bench/agent.py).
+        """
         listener = self._prepare_socket()
-        self._server = await asyncio.start_unix_server(self._serve_connection, sock=listener)
-        watch = asyncio.ensure_future(self._idle_watch())
+        stop = stop if stop is not None else threading.Event()
+        tick = max(0.1, min(self.lock_after / 4, 0.5)) if self.lock_after else 0.5
+        listener.settimeout(tick)  # wake up to see `stop` and the idle lock
         self.log.info("Unlock agent listening at %s", self.path)
         try:
             if ready is not None:
                 ready()
-            await (stop or asyncio.Event()).wait()
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    self._lock_if_idle()
+                    continue
+                with connection:
+                    try:
+                        self._serve_connection(connection)
+                    except (OSError, ValueError) as error:
+                        self.log.debug("Unlock agent: a connection ended: %s", error)
         finally:
-            watch.cancel()
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
+            listener.close()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            await asyncio.get_running_loop().run_in_executor(self._worker, self.lock_all)
+            self.lock_all()
+            self._stopped.set()
 
     # --- in a thread of another program (Jupyter Server) ----------------------------------
 
     def start_in_thread(self) -> None:
-        """Serve from a daemon thread with its own event loop, so the host program's own
-        synchronous calls through the socket (the save guard's) never wait on themselves.
-        Raises :class:`AgentAlreadyRunning` as :meth:`serve` does."""
+        """Serve from a daemon thread, so the host program's own synchronous calls through
+        the socket (the save guard's) are answered while it waits for them. Raises
+        :class:`AgentAlreadyRunning` as :meth:`serve` does."""
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        loop = asyncio.new_event_loop()
-        stop = asyncio.Event()
 
         def run() -> None:
-            asyncio.set_event_loop(loop)
             try:
-                loop.run_until_complete(self.serve(stop, ready=lambda: ready.set_result(None)))
+                self.serve(self._stop_event, ready=lambda: ready.set_result(None))
             except BaseException as error:
                 if not ready.done():
                     ready.set_exception(error)
-            finally:
-                loop.close()
-                self._stopped.set()
 
-        self._loop, self._stop_event = loop, stop
         self._thread = threading.Thread(target=run, name="jss-unlock-agent", daemon=True)
         self._thread.start()
         ready.result(timeout=30)
 
     def stop(self) -> None:
         """Stop serving (started with :meth:`start_in_thread`) and forget every key."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._stop_event.set)  # type: ignore[union-attr]
-            self._stopped.wait(10)
-        self._worker.shutdown(wait=False)
+        self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def _receive_exactly(connection: socket.socket, count: int) -> bytes:
+    chunks = []
+    while count:
+        chunk = connection.recv(min(count, 1 << 20))
+        if not chunk:
+            raise ConnectionResetError("the client closed the connection")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
 
 
 def running_agent() -> AgentClient | None:

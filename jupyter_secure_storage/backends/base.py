@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from traitlets.config import LoggingConfigurable
@@ -157,6 +156,10 @@ class Backend(LoggingConfigurable):
 
 def available_backends() -> dict[str, str]:
     """Every backend name this installation knows, mapped to ``module:Class``."""
+    # Read package metadata only when asked for more than the built-ins: it costs about
+    # 20 ms, which every short-lived command would pay.
+    from importlib.metadata import entry_points
+
     found = dict(BUILTIN_BACKENDS)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry.name, entry.value)
@@ -165,7 +168,9 @@ def available_backends() -> dict[str, str]:
 
 def load_backend_class(name: str) -> type[Backend]:
     """The class registered under ``name``; :class:`UnknownBackendError` if there is none."""
-    known = available_backends()
+    # Built-ins win over plugins of the same name (available_backends), so they need no
+    # look at package metadata.
+    known = BUILTIN_BACKENDS if name in BUILTIN_BACKENDS else available_backends()
     if name not in known:
         raise UnknownBackendError(
             f"No storage backend is named {name!r}.",

@@ -26,7 +26,6 @@ import base64
 import contextlib
 import functools
 import hashlib
-import inspect
 import json
 import os
 import secrets
@@ -38,9 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from traitlets import Bool, Float, Int, Unicode, default
 
 from .. import passphrase as passphrase_prompt
@@ -72,13 +68,27 @@ KEYRING_KEY_SERVICE = "jupyter-secure-storage-vault-key"
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
+def _crypto() -> Any:
+    """``cryptography``'s AES-GCM, Argon2id and InvalidTag, imported on first use: a client
+    of the unlock agent never encrypts anything, and the import costs every short-lived
+    command about 10 ms."""
+    from types import SimpleNamespace
+
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    return SimpleNamespace(AESGCM=AESGCM, Argon2id=Argon2id, InvalidTag=InvalidTag)
+
+
 def _agent_first(method: _Method) -> _Method:
     """Run the operation in this user's unlock agent when one runs, else in this process.
 
     The agent holds the data key; a kernel, the CLI or the Jupyter server then never
     derives it, and never holds the passphrase (docs/agent.md).
     """
-    names = list(inspect.signature(method).parameters)[1:]
+    code = method.__code__
+    names = list(code.co_varnames[1 : code.co_argcount])
 
     @functools.wraps(method)
     def run(self: VaultBackend, *args: Any, **kwargs: Any) -> Any:
@@ -204,7 +214,7 @@ def parse_vault(raw: bytes, path: str = "") -> _Parsed:
 def derive_passphrase_key(passphrase: str, params: dict[str, Any]) -> bytes:
     """Argon2id over the passphrase with the slot's salt and costs."""
     try:
-        kdf = Argon2id(
+        kdf = _crypto().Argon2id(
             salt=_unb64(params.get("salt"), "the Argon2id salt"),
             length=32,
             iterations=int(params["iterations"]),
@@ -213,7 +223,7 @@ def derive_passphrase_key(passphrase: str, params: dict[str, Any]) -> bytes:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise _corrupt("a passphrase slot has invalid Argon2id parameters") from error
-    return kdf.derive(passphrase.encode("utf-8"))
+    return bytes(kdf.derive(passphrase.encode("utf-8")))
 
 
 def _slot_aad(vault_id: str, kind: str) -> bytes:
@@ -222,13 +232,14 @@ def _slot_aad(vault_id: str, kind: str) -> bytes:
 
 def _wrap(kek: bytes, data_key: bytes, vault_id: str, kind: str) -> tuple[bytes, bytes]:
     nonce = os.urandom(12)
-    return nonce, AESGCM(kek).encrypt(nonce, data_key, _slot_aad(vault_id, kind))
+    return nonce, _crypto().AESGCM(kek).encrypt(nonce, data_key, _slot_aad(vault_id, kind))
 
 
 def _unwrap(kek: bytes, slot: _Slot, vault_id: str) -> bytes | None:
     try:
-        return AESGCM(kek).decrypt(slot.nonce, slot.wrapped_key, _slot_aad(vault_id, slot.kind))
-    except InvalidTag:
+        aad = _slot_aad(vault_id, slot.kind)
+        return bytes(_crypto().AESGCM(kek).decrypt(slot.nonce, slot.wrapped_key, aad))
+    except _crypto().InvalidTag:
         return None
 
 
@@ -369,8 +380,9 @@ class VaultBackend(Backend):
 
     def _decrypt_body(self, parsed: _Parsed, data_key: bytes) -> Entries:
         try:
-            plain = AESGCM(data_key).decrypt(parsed.body_nonce, parsed.body, parsed.prefix)
-        except InvalidTag as error:
+            cipher = _crypto().AESGCM(data_key)
+            plain = cipher.decrypt(parsed.body_nonce, parsed.body, parsed.prefix)
+        except _crypto().InvalidTag as error:
             raise _corrupt(
                 "its contents fail authentication (changed or damaged)", str(self.file)
             ) from error
@@ -474,7 +486,7 @@ class VaultBackend(Backend):
     def _create(self) -> _OpenVault:
         """A new, empty vault in memory (written by the caller's first write)."""
         vault_id = secrets.token_hex(16)
-        data_key = AESGCM.generate_key(bit_length=256)
+        data_key = _crypto().AESGCM.generate_key(bit_length=256)
         slots: list[_Slot] = []
         passphrase_text: str | None = env_value(self.passphrase_variable)
         if passphrase_text is None and not self.key_in_keyring:
@@ -523,7 +535,7 @@ class VaultBackend(Backend):
 
     def _add_keyring_slot(self, opened: _OpenVault) -> bool:
         """Keep a fresh key for this vault in the OS keystore; False (and a warning) if it fails."""
-        kek = AESGCM.generate_key(bit_length=256)
+        kek = _crypto().AESGCM.generate_key(bit_length=256)
         try:
             _keyring_set_key(opened.vault_id, kek)
         except SecureStorageError as error:
@@ -581,7 +593,7 @@ class VaultBackend(Backend):
             separators=(",", ":"),
         ).encode()
         prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header
-        ciphertext = AESGCM(opened.data_key).encrypt(body_nonce, body, prefix)
+        ciphertext = _crypto().AESGCM(opened.data_key).encrypt(body_nonce, body, prefix)
         _atomic_write(self.file, prefix + hashlib.sha256(prefix).digest() + ciphertext)
         written = _OpenVault(opened.vault_id, opened.data_key, list(opened.slots), prefix, entries)
         with _OPEN_GUARD:

@@ -8,11 +8,10 @@ and sessions without one (a terminal, cron, a CI job). The passphrase is typed o
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
 import signal
 import sys
+import threading
 from typing import Any, TextIO
 
 from ..agent_client import AgentClient, AgentNotRunning
@@ -90,7 +89,7 @@ def cmd_agent(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     def ready() -> None:
         if passphrase is not None:
-            # Through the socket, as any client: the same checks, the same worker.
+            # Through the socket, as any client: the same checks, in the same order.
             AgentClient(agent.path).call(
                 "unlock", str(vault.file), passphrase=passphrase, create=not vault.exists
             )
@@ -100,35 +99,30 @@ def cmd_agent(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"unlock agent listening at {agent.path} (vault {vault.file}: {state})\n")
         out.flush()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, stop.set)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
 
-        def announce() -> None:
-            loop.run_in_executor(None, ready).add_done_callback(
-                lambda done: _stop_on_error(done, stop, err)
-            )
+    def announce() -> None:
+        # Unlock through the socket, as any client would, from another thread: this one
+        # is about to serve.
+        def unlock_then_say() -> None:
+            try:
+                ready()
+            except Exception as error:
+                cause = getattr(error, "cause", type(error).__name__)
+                err.write(f"{PROG}: could not unlock the vault at start: {cause}\n")
+                stop.set()
 
-        await agent.serve(stop, ready=announce)
+        threading.Thread(target=unlock_then_say, name="jss-agent-start", daemon=True).start()
 
     try:
-        asyncio.run(main())
+        agent.serve(stop, ready=announce)
     except AgentAlreadyRunning:
         err.write(f"{PROG}: an unlock agent already runs at {agent.path}; nothing started\n")
         return 1
     err.write("unlock agent stopped; every key it held is forgotten\n")
     return 0
-
-
-def _stop_on_error(done: Any, stop: asyncio.Event, err: TextIO) -> None:
-    error = done.exception()
-    if error is not None:
-        cause = getattr(error, "cause", type(error).__name__)
-        err.write(f"{PROG}: could not unlock the vault at start: {cause}\n")
-        stop.set()
 
 
 def cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
