@@ -1,13 +1,15 @@
-"""The Jupyter Server extension: a fail-closed check of every notebook before it is saved.
+"""The Jupyter Server extension: a fail-closed check of every notebook before it is saved,
+and the REST API the JupyterLab extension (labextension/) talks to.
 
 Enabled automatically on install (jupyter-config/jupyter_server_config.d); see
-:mod:`jupyter_secure_storage.server.save_guard`.
+:mod:`jupyter_secure_storage.server.save_guard` and :mod:`jupyter_secure_storage.server.rest`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .rest import load_rest_api
 from .save_guard import load_save_guard
 
 
@@ -17,3 +19,4 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     load_save_guard(serverapp)
+    load_rest_api(serverapp)
