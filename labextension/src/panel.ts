@@ -5,7 +5,7 @@
  * the page (widget state, DOM, storage) holds a value afterwards.
  */
 import { Dialog, showDialog } from '@jupyterlab/apputils';
-import { addIcon, deleteIcon, refreshIcon } from '@jupyterlab/ui-components';
+import { deleteIcon, refreshIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import {
@@ -107,12 +107,12 @@ export class SecretsPanel extends Widget {
     const value = element('input', 'jp-mod-styled jp-SecureStorage-value');
     value.type = 'password';
     value.name = 'value';
-    value.placeholder = 'the value (never shown again)';
+    value.placeholder = 'never shown again';
     value.autocomplete = 'new-password'; // no browser password manager offer or fill
     value.spellcheck = false;
     const submit = element('button', 'jp-mod-styled jp-mod-accept jp-SecureStorage-submit');
     submit.type = 'submit';
-    submit.append(addIcon.element({ tag: 'span' }), document.createTextNode('Add'));
+    submit.textContent = 'Add';
 
     form.append(
       field('Namespace', namespace),
