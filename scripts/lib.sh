@@ -56,7 +56,9 @@ lab_build() {
     command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ and npm" >&2; return 1; }
     [ -x "$VENV/bin/jupyter-labextension" ] || { echo "JupyterLab is not in $VENV: install it first" >&2; return 1; }
     step "building the JupyterLab extension (npm ci && npm run build in labextension/)"
-    (cd labextension && npm ci --no-audit --no-fund --loglevel=error \
+    # npm ci only when the lock file changed: the editable install's build hook just ran it.
+    (cd labextension \
+        && { [ node_modules -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; } \
         && PATH="$VENV/bin:$PATH" npm run --silent build >/dev/null)
     local linked="$VENV/share/jupyter/labextensions/jupyter-secure-storage"
     mkdir -p "$(dirname "$linked")"

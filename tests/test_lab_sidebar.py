@@ -279,18 +279,22 @@ def test_rest_stores_lists_and_deletes_without_answering_a_value(server: Lab) ->
         ("name", "x" * 300),  # too long: a value pasted as a name, say
         ("namespace", "not a namespace!"),
         ("value", 12345),
+        ("value", None),  # the facade's write(key, None) deletes; the API must refuse it
     ],
 )
 def test_rest_refuses_bad_input_with_a_400_that_never_repeats_the_value(
     server: Lab, field: str, bad: Any
 ) -> None:
+    stored = new_canary(17)
+    vault_store().write("GOOD_NAME", stored)
     value = new_canary(21)
     body = {"namespace": "default", "name": "GOOD_NAME", "value": value, field: bad}
     status, reply = call(server, "POST", "keys", body)
     assert status == 400
     assert is_refusal(reply), "the 400 lacks a message or a remedy"
     assert leaked_forms(reply, value) == [], "the 400 repeats the value"
-    assert "GOOD_NAME" not in vault_store().keys()
+    assert same(vault_store().read("GOOD_NAME"), stored), "a refused request changed the store"
+    assert vault_store().keys() == ["GOOD_NAME"]
     assert leaked_forms(server.log.read_bytes(), value) == [], "the server log holds the value"
 
 

@@ -86,10 +86,11 @@ class StoreAccess:
         config.VaultBackend.prompt = False
         return config
 
-    def open(self, namespace: str | None = None) -> SecureStorage:
+    def open(self, namespace: str | None = None, config: Config | None = None) -> SecureStorage:
+        config = config or self.config()
         if namespace is None:
-            return SecureStorage(config=self.config())
-        return SecureStorage(config=self.config(), namespace=namespace)
+            return SecureStorage(config=config)
+        return SecureStorage(config=config, namespace=namespace)
 
     # --- what the handlers do, each run on a worker thread ---------------------------------
 
@@ -103,11 +104,12 @@ class StoreAccess:
         }
 
     def entries(self) -> list[StoredKey]:
-        store = self.open()
+        config = self.config()
+        store = self.open(config=config)
         namespaces = sorted({*store.namespaces(), store.namespace})
         listed: list[StoredKey] = []
         for namespace in namespaces:
-            listed += self.open(namespace).entries()
+            listed += self.open(namespace, config).entries()
         return listed
 
     def write(self, namespace: str, name: str, value: str) -> None:
@@ -193,6 +195,14 @@ class SecureStorageHandler(APIHandler):
                 RequestError(
                     f"The request body lacks {', '.join(missing)}.",
                     f"Send a JSON object with {', '.join(required)}.",
+                )
+            )
+        if "value" in body and not isinstance(body["value"], str):
+            # The facade's write(key, None) deletes: a null here must not.
+            raise self.refusal(
+                RequestError(
+                    f"The value is JSON {type(body['value']).__name__}, not a string.",
+                    "Send the value as a JSON string; to delete a key, use DELETE.",
                 )
             )
         return body
