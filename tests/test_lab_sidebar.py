@@ -406,8 +406,29 @@ def listed(page: Page, namespace: str, name: str) -> Any:
     )
 
 
+@pytest.fixture
+def exposed_app(isolated_jupyter: Path) -> None:
+    """The page exposes its app as window.jupyterapp, so the test can ask which plugins
+    activated. (Requested before ``lab``, so the server reads it at start.)"""
+    config = {"LabApp": {"expose_app_in_browser": True}}
+    (isolated_jupyter / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
+
+
+PLUGINS = (
+    "jupyter-secure-storage:sidebar",
+    "jupyter-secure-storage:status",
+    "jupyter-secure-storage:connector",
+    "jupyter-secrets-manager:manager",
+)
+ACTIVATED_PLUGINS = """async (ids) => {
+  await window.jupyterapp.restored;
+  return ids.filter(id => window.jupyterapp.isPluginActivated(id));
+}"""
+
+
 @pytest.mark.timeout(300)
 def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
+    exposed_app: None,
     lab: Lab,  # noqa: F811 -- the fixture imported from test_browser
     vault_env: Path,
     tmp_path: Path,
@@ -494,6 +515,7 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
             cookies = json.dumps(context.cookies()).encode()
             page_html = page.content().encode()
             page_config = page.locator("#jupyter-config-data").text_content() or "{}"
+            activated = page.evaluate(ACTIVATED_PLUGINS, list(PLUGINS))
         except BaseException:
             page.screenshot(path=tmp_path / "failure.png", full_page=True)
             print(f"debug screenshot: {tmp_path / 'failure.png'}; server log: {lab.log}")
@@ -511,6 +533,8 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
     # in-memory connector instead of fighting it (a second connector locks the manager).
     config = json.loads(page_config)
     assert "jupyter-secure-storage" in {e["name"] for e in config["federated_extensions"]}
+    expected = PLUGINS if SECRETS_MANAGER_INSTALLED else PLUGINS[:3]
+    assert sorted(activated) == sorted(expected), f"activated: {activated}"
     if SECRETS_MANAGER_INSTALLED:
         assert "jupyter-secrets-manager:connector" in config["disabledExtensions"]
     assert not [
