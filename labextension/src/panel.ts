@@ -124,8 +124,8 @@ export class SecretsPanel extends Widget {
       event.preventDefault();
       // Read the value and empty the field at once, whatever the server answers: the
       // value then lives only in this call until the request is sent.
-      const body = { namespace: namespace.value.trim(), name: name.value };
-      const request = addKey(body.namespace || DEFAULT_NAMESPACE, body.name, value.value);
+      const target = namespace.value.trim() || DEFAULT_NAMESPACE;
+      const request = addKey(target, name.value, value.value); // serialized synchronously
       value.value = '';
       submit.disabled = true;
       request
