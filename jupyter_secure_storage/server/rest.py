@@ -56,6 +56,16 @@ class RequestError(SecureStorageError, ValueError):
     it never leaves this module as an exception."""
 
 
+def connector_prefix(namespace: str) -> str:
+    """What every storage key of a secrets-manager namespace starts with."""
+    if not namespace:
+        raise RequestError(
+            "The secrets-manager namespace is empty.",
+            "Call the connector with the plugin's namespace (its plugin id).",
+        )
+    return f"{namespace}:"
+
+
 def connector_key(namespace: str, secret_id: str) -> str:
     """The storage key of a jupyter-secrets-manager secret: the manager's own id for it,
     ``<namespace>:<id>`` (``SecretsManager``'s ``buildConnectorId``).
@@ -63,18 +73,16 @@ def connector_key(namespace: str, secret_id: str) -> str:
     Using the manager's id means the connector's ``fetch(id)`` and ``remove(id)``, which
     get only that joined id, reach the same key whichever colon they split it at.
     """
-    if not namespace or not secret_id:
-        raise RequestError(
-            "A secrets-manager namespace and id must both be non-empty.",
-            "Call the connector with the plugin's namespace and the secret's id.",
-        )
-    return f"{namespace}:{secret_id}"
+    if not secret_id:
+        raise RequestError("The secret's id is empty.", "Call the connector with the id.")
+    return connector_prefix(namespace) + secret_id
 
 
 class StoreAccess:
-    """Opens :class:`SecureStorage` the way the save guard does: with the package's config
-    files and the server's config, and never prompting (a prompt in a server would hang a
-    request on a terminal nobody watches)."""
+    """Opens :class:`SecureStorage` for a request: never prompting, as the save guard does
+    (a prompt in a server would hang a request on a terminal nobody watches), from the
+    package's config files with the server's config over them, so the sidebar shows the
+    store that kernels and the command line use."""
 
     def __init__(self, server_config: Config | None = None) -> None:
         self._server_config = server_config
@@ -130,7 +138,7 @@ class StoreAccess:
 
     def connector_ids(self, namespace: str) -> list[str]:
         """The ids saved under ``namespace``: every key that starts ``<namespace>:``."""
-        prefix = connector_key(namespace, "id")[: -len("id")]
+        prefix = connector_prefix(namespace)
         names = self.open(CONNECTOR_NAMESPACE).keys()
         return [name[len(prefix) :] for name in names if name.startswith(prefix)]
 
