@@ -8,6 +8,7 @@ source scripts/lib.sh
 
 web_build
 venv_install ".[examples]"
+lab_build
 export PATH="$VENV/bin:$PATH"
 jss() { jupyter-secure-storage --namespace demo "$@"; }
 
@@ -79,3 +80,4 @@ jss scan .demo/01-getting-started.ipynb
 echo
 echo "Done: the executed notebook is .demo/01-getting-started.ipynb (no value in it)."
 echo "Next: 'jupyter-secure-storage write OPENAI_API_KEY' stores a real key (prompted, no echo)."
+echo "In JupyterLab: '$VENV/bin/jupyter lab' has a Secrets sidebar (docs/jupyterlab.md)."

@@ -45,3 +45,24 @@ web_build() {
     step "building the web companion (npm ci && npm run build in web/)"
     (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 }
+
+# The JupyterLab extension (labextension/): npm ci, tsc and JupyterLab's builder into
+# jupyter_secure_storage/labextension/ (the wheel's build hook does the same), then a link
+# to it where the venv's JupyterLab looks for extensions -- what `jupyter labextension
+# develop` does -- so an editable install serves what was just built. Needs the venv
+# (JupyterLab's builder runs in Python): call it after venv_install.
+lab_build() {
+    command -v npm >/dev/null || apt_install nodejs npm
+    command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ and npm" >&2; return 1; }
+    [ -x "$VENV/bin/jupyter-labextension" ] || { echo "JupyterLab is not in $VENV: install it first" >&2; return 1; }
+    step "building the JupyterLab extension (npm ci && npm run build in labextension/)"
+    # npm ci only when the lock file changed: the editable install's build hook just ran it.
+    (cd labextension \
+        && { [ node_modules -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; } \
+        && PATH="$VENV/bin:$PATH" npm run --silent build >/dev/null)
+    local linked="$VENV/share/jupyter/labextensions/jupyter-secure-storage"
+    mkdir -p "$(dirname "$linked")"
+    rm -rf "$linked"
+    ln -s "$PWD/jupyter_secure_storage/labextension" "$linked"
+    "$VENV/bin/jupyter" labextension list 2>&1 | grep "jupyter-secure-storage"
+}

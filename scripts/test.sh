@@ -9,6 +9,7 @@ source scripts/lib.sh
 apt_install gnome-keyring dbus libsecret-tools chromium redis-server
 web_build
 venv_install ".[test]"
+lab_build
 # A real plaintext keyring (keyrings.alt), kept out of the venv: only the tests
 # that prove it is refused put it on their PYTHONPATH.
 pip_install --no-deps --upgrade --target "$VENV/extras/keyrings-alt" "keyrings.alt>=5"
@@ -19,6 +20,7 @@ step "lint (ruff), import rules (lint-imports; docs/architecture.md) and types (
 "$VENV/bin/lint-imports" --no-cache
 "$VENV/bin/mypy"
 (cd web && npm run --silent typecheck)
+(cd labextension && npm run --silent typecheck)
 
 step "web companion: Noise and wire formats against the vectors (node --test)"
 (cd web && npm test --silent)
