@@ -32,6 +32,17 @@ def without_passphrase() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "JUPYTER_SECURE_STORAGE_PASSPHRASE"}
 
 
+def unlock_from_a_terminal() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "unlock", "--stdin"],
+        input=PASSPHRASE + "\n",
+        capture_output=True,
+        text=True,
+        env=without_passphrase(),
+        timeout=120,
+    )
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -70,14 +81,7 @@ def test_a_locked_store_never_stops_a_notebook_being_created_or_saved(
         assert token not in on_disk  # token formats are still checked while locked
         assert "[redacted:github-token]" in on_disk
         # Unlocked once (here from a terminal), stored values are checked again.
-        unlocked = subprocess.run(
-            [*CLI, "unlock", "--stdin"],
-            input=PASSPHRASE + "\n",
-            capture_output=True,
-            text=True,
-            env=without_passphrase(),
-            timeout=120,
-        )
+        unlocked = unlock_from_a_terminal()
         assert unlocked.returncode == 0, unlocked.stderr
         time.sleep(2.5)  # the guard re-reads fingerprints at most every 2 s
         notebook.cells.append(nbformat.v4.new_markdown_cell(f"the key is {value}"))
@@ -152,14 +156,7 @@ def test_two_servers_of_one_user_share_one_agent_and_outlive_each_other(
     first = starting_first.__enter__()
     try:
         with jupyter_server(tmp_path / "b", without_passphrase()) as second:
-            unlocked = subprocess.run(
-                [*CLI, "unlock", "--stdin"],
-                input=PASSPHRASE + "\n",
-                capture_output=True,
-                text=True,
-                env=without_passphrase(),
-                timeout=120,
-            )
+            unlocked = unlock_from_a_terminal()
             assert unlocked.returncode == 0, unlocked.stderr
             # The second server uses the first one's agent, unlocked once for both.
             status, _ = second.save(

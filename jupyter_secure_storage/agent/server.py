@@ -36,6 +36,7 @@ from ..agent_client import (
     decode_length,
     encode_message,
     error_reply,
+    receive_exactly,
 )
 from ..backends.vault import VaultBackend
 from ..errors import AgentRefusedError, AgentUnavailableError, SecureStorageError
@@ -264,10 +265,10 @@ class UnlockAgent(LoggingConfigurable):
             return
         while True:
             try:
-                header = _receive_exactly(connection, 4)
+                header = receive_exactly(connection, 4)
             except ConnectionResetError:
                 return  # the client is done
-            body = _receive_exactly(connection, decode_length(header))
+            body = receive_exactly(connection, decode_length(header))
             connection.sendall(encode_message(self.handle(json.loads(body.decode("utf-8")))))
 
     def serve(
@@ -333,17 +334,6 @@ class UnlockAgent(LoggingConfigurable):
         self._stop_event.set()
         if self._thread is not None:
             self._thread.join(10)
-
-
-def _receive_exactly(connection: socket.socket, count: int) -> bytes:
-    chunks = []
-    while count:
-        chunk = connection.recv(min(count, 1 << 20))
-        if not chunk:
-            raise ConnectionResetError("the client closed the connection")
-        chunks.append(chunk)
-        count -= len(chunk)
-    return b"".join(chunks)
 
 
 def running_agent() -> AgentClient | None:
