@@ -478,7 +478,7 @@ class SecureStorage(LoggingConfigurable):
 
     def _access(self) -> tuple[str, Any] | None:
         """``(notebook, agent client)`` when this store checks grants here, else None."""
-        if self.notebook_access == "off" or self.namespace in INTERNAL_NAMESPACES:
+        if self.notebook_access == "off":
             return None
         notebook = notebook_identity()
         if notebook is None:

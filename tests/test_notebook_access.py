@@ -233,3 +233,19 @@ def test_grants_from_the_command_line(agent: UnlockAgent, notebook: str) -> None
     stopped = run("grants")
     assert stopped.returncode == 1
     assert "No unlock agent runs" in stopped.stderr
+
+
+def test_a_notebook_cannot_read_the_pairing_records_as_a_namespace(
+    agent: UnlockAgent, notebook: str
+) -> None:
+    from jupyter_secure_storage.bridge.host import PAIRING_NAMESPACE, HostKeystore
+
+    records = SecureStorage(backend="memory", namespace=PAIRING_NAMESPACE)
+    HostKeystore(SecureStorage(backend="memory", namespace=PAIRING_NAMESPACE,
+                               notebook_access="off")).host_key()  # fmt: skip
+    with pytest.raises(NotebookAccessError):
+        records.read("host-key")
+    with pytest.raises(NotebookAccessError):
+        records.read_all()
+    # The bridge itself still reads them for the notebook that uses a paired device.
+    assert HostKeystore().store.notebook_access == "off"

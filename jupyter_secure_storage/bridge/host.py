@@ -105,9 +105,14 @@ class HostKeystore:
 
     def __init__(self, store: SecureStorage | None = None) -> None:
         if store is None:
-            store = SecureStorage(namespace=PAIRING_NAMESPACE)
+            # The package's own records, read for every notebook that uses the paired
+            # device: not a key any notebook is granted (a cell asking for this namespace
+            # itself needs a grant, which nobody gives).
+            store = SecureStorage(namespace=PAIRING_NAMESPACE, notebook_access="off")
             if store.backend_name == "device":
-                store = SecureStorage(backend="auto", namespace=PAIRING_NAMESPACE)
+                store = SecureStorage(
+                    backend="auto", namespace=PAIRING_NAMESPACE, notebook_access="off"
+                )
         self.store = store
 
     def host_key(self) -> X25519PrivateKey:
