@@ -80,4 +80,9 @@ jss scan .demo/01-getting-started.ipynb
 echo
 echo "Done: the executed notebook is .demo/01-getting-started.ipynb (no value in it)."
 echo "Next: 'jupyter-secure-storage write OPENAI_API_KEY' stores a real key (prompted, no echo)."
-echo "In JupyterLab: '$VENV/bin/jupyter lab' has a Secrets sidebar (docs/jupyterlab.md)."
+echo
+echo "Start JupyterLab (installed in .venv):"
+echo "    $VENV/bin/jupyter lab$([ "$(id -u)" -eq 0 ] && echo ' --allow-root')"
+echo "The key icon on the left opens the Secrets sidebar. Without an OS keystore it asks"
+echo "once for the vault's passphrase (or to choose one), for every notebook of the session;"
+echo "a notebook reads a key once you turn it on under 'Notebook access' (docs/jupyterlab.md)."
