@@ -492,7 +492,9 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
 
             # A refused name: the server's cause and remedy are shown, the field emptied.
             add_key(page, "default", " padded name ", refused)
-            error = page.locator(f"#{SIDEBAR_ID} .jp-SecureStorage-error")
+            error = page.locator(
+                f"#{SIDEBAR_ID} .jp-SecureStorage-errorArea .jp-SecureStorage-error"
+            )
             error.get_by_text("whitespace").wait_for()
             assert error.locator(".jp-SecureStorage-errorRemedy").inner_text().strip()
             assert " padded name " not in vault_store().keys()
