@@ -10,20 +10,48 @@ and no server log line may hold one, and the tests compare, never print.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+import os
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import fast_kdf_config
-from test_browser import Lab, new_canary
+from test_browser import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    SCREENSHOTS,
+    STEP_TIMEOUT_MS,
+    UI_TIMEOUT_MS,
+    Lab,
+    chromium,  # noqa: F401 -- a fixture the lab fixture uses
+    lab,  # noqa: F401 -- the JupyterLab server fixture
+    new_canary,
+    wait_for,
+)
 from test_kernel_leaks import leaked_forms
-from test_lab_sidebar import call, is_refusal, jupyter_server
+from test_lab_sidebar import (
+    API,
+    DUMP_PAGE_STORAGE,
+    SIDEBAR_ID,
+    add_key,
+    call,
+    exposed_app,  # noqa: F401 -- the page exposes window.jupyterapp
+    is_refusal,
+    jupyter_server,
+    listed,
+)
 
 from jupyter_secure_storage import SecureStorage
 from jupyter_secure_storage.agent_client import AgentClient
 from jupyter_secure_storage.testing import same
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Locator, Page
 
 NO_PASSPHRASE: dict[str, str | None] = {
     "JUPYTER_SECURE_STORAGE_BACKEND": "vault",
@@ -268,3 +296,256 @@ def test_access_log_lists_the_agents_answers_newest_first(locked_server: Lab) ->
         code, reply = call(locked_server, "GET", f"access-log?limit={bad}")
         assert code == 400
         assert is_refusal(reply)
+
+
+# --- the unlock dialog in JupyterLab ---------------------------------------------------------
+
+# Every text field's current value (a typed value lives in the property, not the DOM).
+FIELD_VALUES = """() => Array.from(document.querySelectorAll('input, textarea'))
+  .map(field => field.value).join('\\n')"""
+
+# A cookie-only POST without the XSRF header, as a page of another origin could not even
+# make; the page answers statuses only.
+UNLOCK_WITHOUT_XSRF = """async (passphrase) => {
+  const body = JSON.stringify({passphrase});
+  const refused = await fetch('/secure-storage/api/unlock', {method: 'POST', body});
+  const status = await (await fetch('/secure-storage/api/status')).json();
+  return {unlock: refused.status, locked: status.locked};
+}"""
+
+COMMAND_LABELS = """async (ids) => {
+  await window.jupyterapp.restored;
+  return ids.map(id => window.jupyterapp.commands.hasCommand(id) ?
+    window.jupyterapp.commands.label(id) : null);
+}"""
+
+
+@pytest.fixture
+def vault_without_server_passphrase(
+    vault_env: Path, isolated_jupyter: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """An existing vault, and a passphrase the server will not be given (requested
+    before ``lab``, which copies the environment when it starts the server)."""
+    chosen = new_canary(18)
+    monkeypatch.setenv("JUPYTER_SECURE_STORAGE_PASSPHRASE", chosen)
+    write_config(isolated_jupyter)
+    direct_store().write("EXISTING", new_canary(21))
+    monkeypatch.delenv("JUPYTER_SECURE_STORAGE_PASSPHRASE")
+    return chosen
+
+
+@dataclass
+class LabPage:
+    page: Page
+    context: BrowserContext
+    replies: list[tuple[str, bytes]]  # (request, reply body) of every API call
+
+    def settle(self) -> None:
+        self.page.wait_for_timeout(200)
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        wait_for(condition, timeout, what, self.settle)
+
+    def status_item(self, state: str) -> Locator:
+        return self.page.locator(f'.jp-SecureStorage-status[data-state="{state}"]')
+
+    def dialog(self) -> Locator:
+        return self.page.locator(".jp-Dialog").filter(
+            has=self.page.locator(".jp-SecureStorage-unlockBody")
+        )
+
+    def sidebar(self) -> Locator:
+        return self.page.locator(f"#{SIDEBAR_ID}")
+
+    def show_sidebar(self) -> None:
+        if not self.sidebar().is_visible():
+            self.page.locator(f'.jp-SideBar .lm-TabBar-tab[data-id="{SIDEBAR_ID}"]').click()
+        self.sidebar().wait_for()
+
+    def type_passphrase(self, passphrase: str, *, enter: bool = False) -> None:
+        dialog = self.dialog()
+        dialog.wait_for()
+        field = dialog.locator(".jp-SecureStorage-passphrase")
+        field.fill(passphrase)
+        if enter:
+            field.press("Enter")
+        else:
+            dialog.get_by_role("button", name="Unlock").click()
+
+
+@contextlib.contextmanager
+def lab_page(server: Lab, tmp_path: Path) -> Iterator[LabPage]:
+    """Chromium on JupyterLab; loopback only, every API reply recorded; a screenshot of
+    the page into tmp_path if anything fails."""
+    from playwright.sync_api import Route, sync_playwright
+
+    replies: list[tuple[str, bytes]] = []
+
+    def recording_api_replies(route: Route) -> None:
+        url = urllib.parse.urlsplit(route.request.url)
+        if url.hostname != "127.0.0.1":
+            route.abort()
+        elif url.path.startswith(API):
+            response = route.fetch()
+            replies.append((f"{route.request.method} {url.path}", response.body()))
+            route.fulfill(response=response)
+        else:
+            route.continue_()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, device_scale_factor=2
+        )
+        context.set_default_timeout(STEP_TIMEOUT_MS)
+        context.route("**/*", recording_api_replies)
+        page = context.new_page()
+        try:
+            query = urllib.parse.urlencode({"token": server.token})
+            page.goto(f"{server.url}/lab?{query}", timeout=UI_TIMEOUT_MS)
+            yield LabPage(page, context, replies)
+        except BaseException:
+            page.screenshot(path=tmp_path / "failure.png", full_page=True)
+            print(f"debug screenshot: {tmp_path / 'failure.png'}; server log: {server.log}")
+            raise
+        finally:
+            context.close()
+            browser.close()
+
+
+def new_notebook_from_launcher(lab_page: LabPage, root: Path) -> Path:
+    """The Launcher's first notebook card, then the toolbar's save button."""
+    page = lab_page.page
+    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=UI_TIMEOUT_MS)
+    panel = page.locator(".jp-NotebookPanel").first
+    panel.wait_for(timeout=UI_TIMEOUT_MS)
+    notebook = root / "Untitled.ipynb"
+    lab_page.wait_for(notebook.exists, "the Launcher's notebook to be created")
+    created = notebook.stat().st_mtime_ns
+    panel.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+    page.keyboard.type("x = 1")
+    page.locator('.jp-NotebookPanel-toolbar [data-command="docmanager:save"]').click()
+    rename = page.locator(".jp-Dialog").get_by_role("button", name="Rename and Save")
+
+    def saved() -> bool:
+        if rename.is_visible():  # JupyterLab offers a name on a first save: keep it
+            rename.click()
+        return notebook.stat().st_mtime_ns != created and b"x = 1" in notebook.read_bytes()
+
+    lab_page.wait_for(saved, "the notebook to be saved")
+    return notebook
+
+
+@pytest.mark.timeout(300)
+def test_unlock_dialog_unlocks_locks_and_leaves_no_passphrase_anywhere(
+    vault_without_server_passphrase: str,
+    exposed_app: None,  # noqa: F811 -- the fixture imported from test_lab_sidebar
+    lab: Lab,  # noqa: F811 -- the fixture imported from test_browser
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    passphrase = vault_without_server_passphrase
+    wrong = new_canary(18)
+    value = new_canary(21)
+    shots = SCREENSHOTS if os.environ.get("JSS_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+
+    with lab_page(lab, tmp_path) as session:
+        page = session.page
+        # Locked from the start: the server has no passphrase; saves still go on.
+        locked_item = session.status_item("locked")
+        locked_item.wait_for(timeout=UI_TIMEOUT_MS)
+        assert "stored-value check: locked" in locked_item.inner_text()
+        new_notebook_from_launcher(session, lab.root)
+        assert session.dialog().count() == 0, "creating a notebook asked for the passphrase"
+
+        # The sidebar's listing is refused as locked: the dialog opens by itself.
+        session.show_sidebar()
+        session.dialog().wait_for()
+        session.dialog().locator(".jp-SecureStorage-passphrase").focus()
+        session.dialog().locator(".jp-Dialog-content").screenshot(
+            path=shots / "lab-unlock.png", animations="disabled"
+        )
+
+        # A wrong passphrase: the server's cause and remedy, still locked.
+        session.type_passphrase(wrong)
+        problem = session.dialog().locator(".jp-SecureStorage-unlockError")
+        problem.wait_for()
+        assert "does not open" in problem.locator(".jp-SecureStorage-errorMessage").inner_text()
+        assert "stays locked" in problem.locator(".jp-SecureStorage-errorRemedy").inner_text()
+        assert status_of(lab)["locked"] is True
+
+        # The right one (Enter submits): unlocked, the names listed.
+        session.type_passphrase(passphrase, enter=True)
+        session.dialog().wait_for(state="detached")
+        session.status_item("unlocked").wait_for()
+        listed(page, "default", "EXISTING").wait_for()
+        fields_after_unlock = page.evaluate(FIELD_VALUES).encode()
+        dom_after_unlock = page.content().encode()
+
+        add_key(page, "default", "ADDED_UNLOCKED", value)
+        listed(page, "default", "ADDED_UNLOCKED").wait_for()
+
+        # Lock: the status says so, the names go, and no dialog opens unasked.
+        session.sidebar().locator(".jp-SecureStorage-header .jp-SecureStorage-lock").click()
+        session.status_item("locked").wait_for()
+        session.sidebar().locator(".jp-SecureStorage-locked").wait_for()
+        assert listed(page, "default", "EXISTING").count() == 0
+        assert status_of(lab)["locked"] is True
+        session.settle()
+        assert session.dialog().count() == 0, "locking opened the unlock dialog"
+        without_xsrf = page.evaluate(UNLOCK_WITHOUT_XSRF, passphrase)
+
+        # Unlock again from the status bar item.
+        session.status_item("locked").click()
+        session.type_passphrase(passphrase)
+        session.status_item("unlocked").wait_for()
+        listed(page, "default", "ADDED_UNLOCKED").wait_for()
+
+        # A reload: still unlocked (the agent holds the key, not the page), no dialog.
+        page.reload()
+        session.status_item("unlocked").wait_for(timeout=UI_TIMEOUT_MS)
+        session.show_sidebar()
+        listed(page, "default", "ADDED_UNLOCKED").wait_for()
+        assert session.dialog().count() == 0
+        labels = page.evaluate(COMMAND_LABELS, ["secure-storage:unlock", "secure-storage:lock"])
+        page.evaluate("() => window.jupyterapp.commands.execute('secure-storage:lock')")
+        session.status_item("locked").wait_for()
+
+        page_storage = page.evaluate(DUMP_PAGE_STORAGE).encode()
+        cookies = json.dumps(session.context.cookies()).encode()
+        fields = page.evaluate(FIELD_VALUES).encode()
+        dom = page.content().encode()
+        replies = list(session.replies)
+
+    assert without_xsrf == {"unlock": 403, "locked": True}, "a cookie-only unlock was accepted"
+    assert labels == ["Secure storage: Unlock", "Secure storage: Lock"]
+    assert status_of(lab)["locked"] is True, "the Lock command did not lock"
+    monkeypatch.setenv("JUPYTER_SECURE_STORAGE_PASSPHRASE", passphrase)
+    assert same(direct_store().read("ADDED_UNLOCKED"), value), "the vault lacks the value"
+
+    places: dict[str, bytes] = {
+        "the page's storage": page_storage,
+        "the page's cookies": cookies,
+        "the page's fields after the dialog closed": fields_after_unlock,
+        "the page's DOM after the dialog closed": dom_after_unlock,
+        "the page's fields at the end": fields,
+        "the page's DOM at the end": dom,
+        "the server's log": lab.log.read_bytes(),
+    }
+    for number, (request, body) in enumerate(replies):
+        places[f"reply {number}, to {request}"] = body
+    findings = [
+        f"{what} in {place} as forms {forms}"
+        for what, secret in (
+            ("the passphrase", passphrase),
+            ("the wrong one", wrong),
+            ("the value", value),
+        )
+        for place, blob in places.items()
+        if (forms := leaked_forms(blob, secret))
+    ]
+    assert findings == [], "; ".join(findings)
+    assert any(request == f"POST {API}/unlock" for request, _ in replies), "no unlock request"
