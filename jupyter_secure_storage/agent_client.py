@@ -75,12 +75,12 @@ def decode_length(header: bytes) -> int:
     return length
 
 
-def _receive_exactly(connection: socket.socket, count: int) -> bytes:
+def receive_exactly(connection: socket.socket, count: int) -> bytes:
     chunks = []
     while count:
         chunk = connection.recv(min(count, 1 << 20))
         if not chunk:
-            raise ConnectionResetError("the agent closed the connection")
+            raise ConnectionResetError("the other end closed the connection")
         chunks.append(chunk)
         count -= len(chunk)
     return b"".join(chunks)
@@ -145,8 +145,8 @@ class AgentClient:
             connection.sendall(
                 encode_message({"v": PROTOCOL_VERSION, "op": op, "vault": vault, "args": args})
             )
-            length = decode_length(_receive_exactly(connection, _LENGTH.size))
-            reply = json.loads(_receive_exactly(connection, length).decode("utf-8"))
+            length = decode_length(receive_exactly(connection, _LENGTH.size))
+            reply = json.loads(receive_exactly(connection, length).decode("utf-8"))
         except (OSError, ValueError) as error:
             raise AgentUnavailableError(
                 f"The unlock agent at {self.path} stopped answering during {op!r} "
@@ -181,4 +181,5 @@ __all__ = [
     "encode_message",
     "error_reply",
     "raise_reply_error",
+    "receive_exactly",
 ]

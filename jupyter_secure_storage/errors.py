@@ -205,6 +205,10 @@ class AgentRefusedError(AgentError):
     """The unlock agent refused a request (another user, or an operation it does not know)."""
 
 
+class NotebookAccessError(SecureStorageError, PermissionError):
+    """This notebook has not been granted the key it asked for (Notebook access)."""
+
+
 # --- scanning files for secrets ----------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 import unicodedata
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from traitlets import Bool, Instance, Int, Unicode, Union, validate
+from traitlets import Bool, Enum, Instance, Int, Unicode, Union, validate
 from traitlets.config import Config, LoggingConfigurable
 
 from .backends.base import Backend, Diagnosis, load_backend_class
@@ -33,6 +34,7 @@ from .errors import (
     InvalidKeyError,
     InvalidValueError,
     InvalidValueTypeError,
+    NotebookAccessError,
     SecureStorageError,
     UnknownBackendError,
     ValueTooLargeError,
@@ -246,6 +248,22 @@ async def _off_the_loop(function: Callable[..., _Result], *args: Any) -> _Result
     return await asyncio.to_thread(function, *args)
 
 
+def notebook_identity() -> str | None:
+    """The notebook this process runs for: the absolute path of ``$JPY_SESSION_NAME``,
+    which Jupyter Server gives the kernels it starts for a notebook (and which every
+    ``!command`` of that kernel inherits). None outside such a kernel."""
+    name = os.environ.get("JPY_SESSION_NAME")
+    if not name:
+        return None
+    if os.path.isabs(name):
+        return os.path.normpath(name)
+    # An API path relative to the server's root; the kernel started in its folder.
+    folder = os.path.dirname(name)
+    cwd = os.getcwd()
+    root = cwd[: -len(folder)] if folder and cwd.endswith(folder) else cwd
+    return os.path.normpath(os.path.join(root, name))
+
+
 # --- the facade --------------------------------------------------------------------------
 
 
@@ -283,6 +301,18 @@ class SecureStorage(LoggingConfigurable):
             "Keep keyed fingerprints of stored values (namespace jss-fingerprints) so the "
             "save hook and `jupyter-secure-storage scan` can find them in files without "
             "reading any value."
+        ),
+    ).tag(config=True)
+
+    notebook_access = Enum(
+        ["auto", "on", "off"],
+        "auto",
+        help=(
+            "Per-notebook access (docs/notebook-access.md): a notebook's kernel reads, "
+            "overwrites or deletes a key only once it is granted to that notebook in the "
+            "Secrets sidebar. 'auto': on in kernels that Jupyter Server started for a "
+            "notebook (and whose unlock agent answers), off elsewhere (scripts, the CLI "
+            "in a terminal). 'on': refuse when it cannot be checked. 'off': never check."
         ),
     ).tag(config=True)
 
@@ -371,17 +401,23 @@ class SecureStorage(LoggingConfigurable):
                 "Choose another backend for large values (the vault takes up to "
                 "c.SecureStorage.max_value_length). Nothing was stored.",
             )
+        access = self._access()
+        if access is not None and backend.contains(self.namespace, key):
+            self._check_access(access, [key], "overwrite")  # a new key is this notebook's
         index = self._fingerprint_index()
         if index is not None and index.backend is backend and backend.atomic_batches:
             index.write(self.namespace, key, plain)  # value and fingerprints, one write
         else:
             backend.set(self.namespace, key, plain)
             self._fingerprint("update", key, plain)
+        if access is not None:
+            self._grant_written(access, key)
         _hub.fire(self._store_id, key, secret)
 
     def read(self, key: str) -> Secret | None:
         """The value stored under ``key`` as a :class:`Secret`, or ``None``."""
         key = validate_key(key)
+        self._check_access(self._access(), [key], "read")
         value = self.backend_object.get(self.namespace, key)
         return None if value is None else Secret(value, key)
 
@@ -392,17 +428,24 @@ class SecureStorage(LoggingConfigurable):
     def delete(self, key: str) -> None:
         """Remove ``key``. A missing key is not an error."""
         key = validate_key(key)
+        self._check_access(self._access(), [key], "delete")
         if self.backend_object.delete(self.namespace, key):
             self._fingerprint("remove", key)
             _hub.fire(self._store_id, key, None)
 
     def read_all(self) -> dict[str, Secret]:
         """Every key of the namespace with its value, as Secrets."""
+        access = self._access()
+        if access is not None:
+            self._check_access(access, self.keys(), "read")
         values = self.backend_object.get_all(self.namespace)
         return {key: Secret(value, key) for key, value in sorted(values.items())}
 
     def delete_all(self) -> None:
         """Remove every key of the namespace (other namespaces are untouched)."""
+        access = self._access()
+        if access is not None:
+            self._check_access(access, self.keys(), "delete")
         removed = self.backend_object.delete_all(self.namespace)
         if removed:
             self._fingerprint("remove_namespace")
@@ -430,6 +473,55 @@ class SecureStorage(LoggingConfigurable):
             for namespace in self.backend_object.list_namespaces()
             if namespace not in INTERNAL_NAMESPACES
         ]
+
+    # --- per-notebook access (agent/access.py) ---------------------------------------------
+
+    def _access(self) -> tuple[str, Any] | None:
+        """``(notebook, agent client)`` when this store checks grants here, else None."""
+        if self.notebook_access == "off" or self.namespace in INTERNAL_NAMESPACES:
+            return None
+        notebook = notebook_identity()
+        if notebook is None:
+            return None
+        from .agent_client import AgentClient
+
+        return notebook, AgentClient()
+
+    def _check_access(self, access: tuple[str, Any] | None, keys: list[str], action: str) -> None:
+        if access is None:
+            return
+        from .agent_client import AgentNotRunning
+
+        notebook, client = access
+        for key in keys:
+            try:
+                answer = client.call(
+                    "access", "", notebook=notebook, namespace=self.namespace, key=key
+                )
+            except AgentNotRunning:
+                if self.notebook_access == "on":
+                    raise NotebookAccessError(
+                        f"Notebook access cannot be checked for {os.path.basename(notebook)}: "
+                        "no unlock agent runs for this user.",
+                        "Run the notebook in Jupyter Server with jupyter-secure-storage "
+                        "enabled, or set c.SecureStorage.notebook_access = 'auto'.",
+                    ) from None
+                return
+            if not answer.get("allowed"):
+                raise NotebookAccessError(
+                    f"The notebook {os.path.basename(notebook)} may not {action} the key "
+                    f"{key!r} (namespace {self.namespace!r}): it has not been granted to it.",
+                    "Grant it in JupyterLab: open the Secrets sidebar (the key icon on the "
+                    "left) and turn the key on under 'Notebook access' for this notebook.",
+                )
+
+    def _grant_written(self, access: tuple[str, Any], key: str) -> None:
+        """A key a notebook wrote (typed in there) is that notebook's to read back."""
+        from .agent_client import AgentNotRunning
+
+        notebook, client = access
+        with contextlib.suppress(AgentNotRunning, SecureStorageError):
+            client.call("grant", "", notebook=notebook, namespace=self.namespace, key=key)
 
     def fingerprint_index(self) -> FingerprintIndex:
         """The fingerprint records of this store's values, where its backend keeps them

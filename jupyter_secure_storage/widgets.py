@@ -18,6 +18,7 @@ not even a masked one of the right length.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import time
@@ -26,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 import ipywidgets as widgets
-from traitlets import Unicode
+from traitlets import Unicode, validate
 
 from .errors import SecureStorageError
 from .secret import Secret
@@ -43,6 +44,17 @@ class SecretField(widgets.Password):
     value = Unicode(help="What was typed; the prompt empties it as soon as it arrives.").tag(
         sync=True, echo_update=False
     )
+
+
+class StatusLine(widgets.HTML):
+    """A status line that wraps instead of cutting a long message (an error's remedy)
+    off at the widget's edge, as a ``Label`` does. Text only: what is set is escaped."""
+
+    @validate("value")
+    def _escape(self, proposal: Any) -> str:
+        text = str(proposal["value"])
+        # Idempotent: setting an escaped value again does not escape it twice.
+        return html.escape(html.unescape(text), quote=False)
 
 
 class SecretPrompt(widgets.VBox):
@@ -76,7 +88,7 @@ class SecretPrompt(widgets.VBox):
             description="Save", button_style="primary", icon="lock", tooltip=f"store {key}"
         )
         self.cancel_button = widgets.Button(description="Cancel", tooltip="forget what was typed")
-        self.status = widgets.Label(value=self._where())
+        self.status = StatusLine(value=self._where())
         self._pending: str | None = None
         self._submit_requested_at = 0.0
         self._saved_callbacks: list[SavedCallback] = []
@@ -199,7 +211,7 @@ class SecretsPanel(widgets.VBox):
             store = SecureStorage(namespace=namespace) if namespace else SecureStorage()
         self.store = store
         self.rows = widgets.VBox()
-        self.status = widgets.Label()
+        self.status = StatusLine()
         self.add_name = widgets.Text(
             placeholder="new key name", layout=widgets.Layout(width="14em")
         )

@@ -32,6 +32,17 @@ def without_passphrase() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "JUPYTER_SECURE_STORAGE_PASSPHRASE"}
 
 
+def unlock_from_a_terminal() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "unlock", "--stdin"],
+        input=PASSPHRASE + "\n",
+        capture_output=True,
+        text=True,
+        env=without_passphrase(),
+        timeout=120,
+    )
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -70,14 +81,7 @@ def test_a_locked_store_never_stops_a_notebook_being_created_or_saved(
         assert token not in on_disk  # token formats are still checked while locked
         assert "[redacted:github-token]" in on_disk
         # Unlocked once (here from a terminal), stored values are checked again.
-        unlocked = subprocess.run(
-            [*CLI, "unlock", "--stdin"],
-            input=PASSPHRASE + "\n",
-            capture_output=True,
-            text=True,
-            env=without_passphrase(),
-            timeout=120,
-        )
+        unlocked = unlock_from_a_terminal()
         assert unlocked.returncode == 0, unlocked.stderr
         time.sleep(2.5)  # the guard re-reads fingerprints at most every 2 s
         notebook.cells.append(nbformat.v4.new_markdown_cell(f"the key is {value}"))
@@ -135,3 +139,47 @@ def test_the_servers_passphrase_reaches_no_kernel_and_is_scrubbed_from_saves(
     log = server.log.read_text(errors="replace")
     assert PASSPHRASE not in log
     assert not holds_any_form(log, value)
+
+
+def test_two_servers_of_one_user_share_one_agent_and_outlive_each_other(
+    vault_env: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    value = "v-" + secrets.token_urlsafe(30)
+    vault_store_with("SHARED", value)
+    token = github_token()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # The first server starts (and hosts) the agent; the second joins it; then the first
+    # stops while the second goes on.
+    starting_first = jupyter_server(tmp_path / "a", without_passphrase())
+    first = starting_first.__enter__()
+    try:
+        with jupyter_server(tmp_path / "b", without_passphrase()) as second:
+            unlocked = unlock_from_a_terminal()
+            assert unlocked.returncode == 0, unlocked.stderr
+            # The second server uses the first one's agent, unlocked once for both.
+            status, _ = second.save(
+                "b.txt", {"type": "file", "format": "text", "content": f"k={value}\n"}
+            )
+            assert status in (200, 201)
+            assert (second.root / "b.txt").read_text() == "k=[secret:SHARED]\n"
+            starting_first.__exit__(None, None, None)
+            first_stopped = True
+            time.sleep(2.5)  # past the guard's fingerprint cache (reload_seconds = 2)
+            # Its agent is gone: the second server takes over (locked), and a save still
+            # goes through with the token-format check.
+            status, reply = second.save(
+                "c.txt", {"type": "file", "format": "text", "content": f"t={token}\n"}
+            )
+            assert status in (200, 201), reply
+            assert (second.root / "c.txt").read_text() == "t=[redacted:github-token]\n"
+    finally:
+        if "first_stopped" not in locals():
+            starting_first.__exit__(None, None, None)
+    log = second.log.read_text(errors="replace")
+    assert "using the unlock agent already running" in log
+    assert "runs it now" in log
+    for text in (log, first.log.read_text(errors="replace")):
+        assert not holds_any_form(text, value)
+        assert PASSPHRASE not in text

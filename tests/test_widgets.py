@@ -319,3 +319,15 @@ def test_prompt_secret_displays_once_and_returns_nothing(
     assert prompt_secret("HELPER_KEY", store=store) is None  # type: ignore[func-returns-value]
     instances = ipywidgets.widgets.widget._instances.values()
     assert [w.key for w in instances if isinstance(w, SecretPrompt)] == ["HELPER_KEY"]
+
+
+def test_a_long_status_wraps_and_is_shown_as_text() -> None:
+    from jupyter_secure_storage.widgets import StatusLine
+
+    line = StatusLine(value="not saved: <b>a message</b> & its remedy")
+    assert line.value == "not saved: &lt;b&gt;a message&lt;/b&gt; &amp; its remedy"
+    line.value = line.value  # setting it again does not escape twice
+    assert line.value == "not saved: &lt;b&gt;a message&lt;/b&gt; &amp; its remedy"
+    import ipywidgets
+
+    assert isinstance(line, ipywidgets.HTML)  # an HTML widget wraps; a Label cuts off

@@ -36,12 +36,17 @@ from ..agent_client import (
     decode_length,
     encode_message,
     error_reply,
+    receive_exactly,
 )
 from ..backends.vault import VaultBackend
 from ..errors import AgentRefusedError, AgentUnavailableError, SecureStorageError
+from ..paths import data_dir
+from .access import NotebookAccess, as_json
 
 _MAX_SOCKET_PATH = 104  # bytes: the smallest sun_path among the systems we run on (macOS)
 _CLIENT_TIMEOUT = 10.0  # seconds a connected client may take to send its request
+
+_ACCESS_OPERATIONS = ("access", "grants", "grant", "revoke", "access_log")
 
 _VAULT_OPERATIONS = {
     "get": ("namespace", "key"),
@@ -95,10 +100,21 @@ class UnlockAgent(LoggingConfigurable):
         ),
     ).tag(config=True)
 
+    access_file = Unicode(
+        "",
+        help=(
+            "Where notebook access grants are kept. Default: "
+            "<jupyter data dir>/secure_storage/notebook-access.json."
+        ),
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = Path(self.socket_path) if self.socket_path else agent_socket_path()
         self._vaults: dict[str, VaultBackend] = {}
+        self.access = NotebookAccess(
+            Path(self.access_file) if self.access_file else data_dir() / "notebook-access.json"
+        )
         self._last_request = time.monotonic()
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
@@ -171,6 +187,8 @@ class UnlockAgent(LoggingConfigurable):
                 "unlocked": vault.is_unlocked,
                 "lock_after": self.lock_after,
             }
+        if op in _ACCESS_OPERATIONS:
+            return self._access_operation(op, args)
         if op == "unlock":
             self._vault(path).unlock(str(args["passphrase"]), create=bool(args.get("create")))
             return None
@@ -183,6 +201,28 @@ class UnlockAgent(LoggingConfigurable):
                 [(str(ns), str(key), None if v is None else str(v)) for ns, key, v in values[0]]
             ]
         return getattr(self._vault(path), op)(*values)
+
+    def _access_operation(self, op: str, args: dict[str, Any]) -> Any:
+        def text(name: str) -> str:
+            value = args.get(name)
+            if not isinstance(value, str):
+                raise AgentRefusedError(f"The {op!r} request needs {name!r} as a string.")
+            return value
+
+        if op == "access":
+            notebook, namespace, key = text("notebook"), text("namespace"), text("key")
+            return {"allowed": self.access.allowed(notebook, namespace, key)}
+        if op == "grants":
+            wanted = args.get("notebook")
+            return as_json(self.access.grants(wanted if isinstance(wanted, str) else None))
+        if op == "grant":
+            self.access.grant(text("notebook"), text("namespace"), text("key"))
+            return None
+        if op == "revoke":
+            self.access.revoke(text("notebook"), text("namespace"), text("key"))
+            return None
+        limit = args.get("limit", 100)
+        return as_json(self.access.log(limit if isinstance(limit, int) else 100))
 
     # --- the socket ---------------------------------------------------------------------
 
@@ -225,10 +265,10 @@ class UnlockAgent(LoggingConfigurable):
             return
         while True:
             try:
-                header = _receive_exactly(connection, 4)
+                header = receive_exactly(connection, 4)
             except ConnectionResetError:
                 return  # the client is done
-            body = _receive_exactly(connection, decode_length(header))
+            body = receive_exactly(connection, decode_length(header))
             connection.sendall(encode_message(self.handle(json.loads(body.decode("utf-8")))))
 
     def serve(
@@ -294,17 +334,6 @@ class UnlockAgent(LoggingConfigurable):
         self._stop_event.set()
         if self._thread is not None:
             self._thread.join(10)
-
-
-def _receive_exactly(connection: socket.socket, count: int) -> bytes:
-    chunks = []
-    while count:
-        chunk = connection.recv(min(count, 1 << 20))
-        if not chunk:
-            raise ConnectionResetError("the client closed the connection")
-        chunks.append(chunk)
-        count -= len(chunk)
-    return b"".join(chunks)
 
 
 def running_agent() -> AgentClient | None:

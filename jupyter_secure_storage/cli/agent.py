@@ -161,8 +161,87 @@ def cmd_lock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _add_grant_parser(commands: Any, common: argparse.ArgumentParser, name: str, verb: str) -> None:
+    parser = commands.add_parser(
+        name, parents=[common], help=f"{verb} (notebook access; docs/notebook-access.md)"
+    )
+    parser.add_argument("notebook", metavar="NOTEBOOK", help="the notebook's path")
+    parser.add_argument("key", metavar="KEY")
+
+
+def _add_grant(commands: Any, common: argparse.ArgumentParser) -> None:
+    _add_grant_parser(commands, common, "grant", "let NOTEBOOK read KEY")
+
+
+def _add_revoke(commands: Any, common: argparse.ArgumentParser) -> None:
+    _add_grant_parser(commands, common, "revoke", "take KEY back from NOTEBOOK")
+
+
+def _add_grants(commands: Any, common: argparse.ArgumentParser) -> None:
+    grants = commands.add_parser(
+        "grants", help="list notebook access grants (and, with --log, the latest requests)"
+    )
+    grants.add_argument("notebook", nargs="?", metavar="NOTEBOOK", help="only this notebook")
+    grants.add_argument("--log", action="store_true", help="the latest requests instead")
+    grants.add_argument("--format", choices=["table", "json"], default="table")
+
+
+def _agent_for_grants() -> AgentClient:
+    client = AgentClient()
+    if not client.running():
+        raise AgentUnavailableError(
+            "No unlock agent runs for this user, and notebook access grants live with it.",
+            f"Start one (`{PROG} agent &`), or open JupyterLab: Jupyter Server runs it.",
+        )
+    return client
+
+
+def _notebook(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def cmd_grant(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ..storage import validate_key
+
+    key = validate_key(args.key)
+    namespace = getattr(args, "namespace", None) or "default"
+    notebook = _notebook(args.notebook)
+    _agent_for_grants().call(args.command, "", notebook=notebook, namespace=namespace, key=key)
+    done = "granted to" if args.command == "grant" else "revoked from"
+    err.write(f"{namespace}/{key} {done} {notebook}\n")
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import json
+    from datetime import datetime
+
+    client = _agent_for_grants()
+    if args.log:
+        rows = client.call("access_log", "", limit=100)
+    else:
+        wanted = _notebook(args.notebook) if args.notebook else None
+        rows = client.call("grants", "", notebook=wanted)
+    if args.format == "json":
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    for row in rows:
+        when = datetime.fromtimestamp(row.get("time", row.get("granted", 0))).isoformat(
+            " ", "seconds"
+        )
+        verdict = ("allowed " if row["allowed"] else "REFUSED ") if args.log else ""
+        out.write(f"{when}  {verdict}{row['namespace']}/{row['key']}  {row['notebook']}\n")
+    if not rows:
+        err.write("nothing yet\n")
+    return 0
+
+
 COMMANDS = {
     "agent": Command(_add_agent, cmd_agent),
     "unlock": Command(_add_unlock, cmd_unlock),
     "lock": Command(_add_lock, cmd_lock),
+    "grant": Command(_add_grant, cmd_grant),
+    "revoke": Command(_add_revoke, cmd_grant),
+    "grants": Command(_add_grants, cmd_grants),
 }

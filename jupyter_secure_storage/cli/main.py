@@ -37,6 +37,9 @@ GROUP_OF = {
     "agent": "agent",
     "unlock": "agent",
     "lock": "agent",
+    "grant": "agent",
+    "revoke": "agent",
+    "grants": "agent",
 }
 _OPTIONS_WITH_VALUE = ("--backend", "--namespace")
 

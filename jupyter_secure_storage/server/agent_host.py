@@ -33,9 +33,32 @@ class HostedAgent:
     client: AgentClient
     passphrase: str | None  # from the server's environment; for the save guard only
 
+    config: Any = None  # to start a replacement agent with the same settings
+    log: Any = None
+
     @property
     def running(self) -> bool:
-        return self.client.running()
+        """Whether an agent answers -- after starting one here if the agent this server
+        used (another server's) has gone away, so this server's saves keep working."""
+        if self.client.running():
+            return True
+        if self.agent is not None or self.config is None:
+            return False
+        replacement = UnlockAgent(config=self.config, log=self.log)
+        try:
+            replacement.start_in_thread()
+        except AgentAlreadyRunning:
+            return True  # another server took over first
+        except (SecureStorageError, OSError):
+            return False
+        atexit.register(replacement.stop)
+        self.agent = replacement
+        if self.log is not None:
+            self.log.info(
+                "jupyter-secure-storage: the unlock agent this server used has stopped; "
+                "this server runs it now (locked until unlocked again)."
+            )
+        return True
 
     def state(self, vault: VaultBackend) -> dict[str, Any]:
         """Whether the agent runs and holds ``vault`` unlocked (never a value)."""
@@ -76,7 +99,7 @@ def host_unlock_agent(serverapp: Any) -> HostedAgent:
             getattr(error, "cause", type(error).__name__),
         )
         agent = None
-    hosted = HostedAgent(agent, client, passphrase)
+    hosted = HostedAgent(agent, client, passphrase, config=config, log=log)
     if passphrase is not None:
         vault = VaultBackend(config=config, prompt=False)
         try:
