@@ -44,7 +44,6 @@ from test_browser import (
     CHROMIUM_FLAGS,
     LAB_START_TIMEOUT,
     PROXY_VARIABLES,
-    SCREENSHOTS,
     STEP_TIMEOUT_MS,
     UI_TIMEOUT_MS,
     Lab,
@@ -441,7 +440,6 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
     second = new_canary(25)
     refused = new_canary(29)
     connector_value = new_canary(23)
-    shots = SCREENSHOTS if os.environ.get("JSS_UPDATE_SCREENSHOTS") == "1" else tmp_path
     replies: list[tuple[str, bytes]] = []  # (request, reply body) of every API call
     console_errors: list[str] = []
 
@@ -482,10 +480,10 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
             assert "vault" in listed(page, "default", "OPENAI_API_KEY").inner_text()
             assert same(vault_store().read("OPENAI_API_KEY"), canary), "vault lacks value 1"
             assert same(vault_store("team-a").read("DATABASE_PASSWORD"), second), "no value 2"
-            shots.mkdir(parents=True, exist_ok=True)
             # The sidebar beside JupyterLab's launcher, the status bar item below it.
             page.screenshot(
-                path=shots / "lab-sidebar.png",
+                # docs/img/lab-sidebar.png comes from test_lab_unlock.py (a notebook open).
+                path=tmp_path / "lab-sidebar-launcher.png",
                 clip={"x": 0, "y": 0, "width": 760, "height": 900},
                 animations="disabled",
             )

@@ -32,6 +32,7 @@ from test_browser import (
     lab,  # noqa: F401 -- the JupyterLab server fixture
     new_canary,
     wait_for,
+    write_notebook,
 )
 from test_kernel_leaks import leaked_forms
 from test_lab_sidebar import (
@@ -549,3 +550,167 @@ def test_unlock_dialog_unlocks_locks_and_leaves_no_passphrase_anywhere(
     ]
     assert findings == [], "; ".join(findings)
     assert any(request == f"POST {API}/unlock" for request, _ in replies), "no unlock request"
+
+
+# --- notebook access in the sidebar ----------------------------------------------------------
+
+ACCESS_CELL = """from jupyter_secure_storage import SecureStorage
+granted = SecureStorage().read("OPENAI_API_KEY") is not None
+try:
+    SecureStorage(namespace="team-a").read("DB_PASSWORD")
+    refused = "read"
+except Exception as error:
+    refused = type(error).__name__
+print("granted", granted, "refused", refused)"""
+
+
+def grants_of(server: Lab, notebook: str) -> list[tuple[str, str, str]]:
+    query = urllib.parse.urlencode({"notebook": notebook})
+    code, body = call(server, "GET", f"grants?{query}")
+    assert code == 200
+    return [(g["notebook"], g["namespace"], g["key"]) for g in json.loads(body)["grants"]]
+
+
+@pytest.mark.timeout(300)
+def test_sidebar_grants_a_key_to_the_current_notebook_and_lists_the_access_log(
+    lab: Lab,  # noqa: F811 -- the fixture imported from test_browser
+    tmp_path: Path,
+) -> None:
+    values = {"OPENAI_API_KEY": new_canary(21), "DB_PASSWORD": new_canary(23)}
+    for namespace, name in (("default", "OPENAI_API_KEY"), ("team-a", "DB_PASSWORD")):
+        body = {"namespace": namespace, "name": name, "value": values[name]}
+        assert call(lab, "POST", "keys", body)[0] == 201
+    notebook = "work/analysis.ipynb"
+    (lab.root / "work").mkdir()
+    write_notebook(lab.root / notebook, [ACCESS_CELL])
+    shots = SCREENSHOTS if os.environ.get("JSS_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+
+    with lab_page(lab, tmp_path) as session:
+        page = session.page
+        query = urllib.parse.urlencode({"token": lab.token})
+        page.goto(f"{lab.url}/lab/tree/{notebook}?{query}", timeout=UI_TIMEOUT_MS)
+        page.locator(".jp-NotebookPanel").first.wait_for(timeout=UI_TIMEOUT_MS)
+        session.show_sidebar()
+        access = session.sidebar().locator(f'.jp-SecureStorage-access[data-notebook="{notebook}"]')
+        access.wait_for()
+
+        def toggle(namespace: str, name: str) -> Locator:
+            item = access.locator(f'li[data-namespace="{namespace}"][data-name="{name}"]')
+            return item.locator('input[role="switch"]')
+
+        assert not toggle("default", "OPENAI_API_KEY").is_checked()
+        assert not toggle("team-a", "DB_PASSWORD").is_checked()
+        toggle("default", "OPENAI_API_KEY").click()
+        session.wait_for(
+            lambda: grants_of(lab, notebook) == [(notebook, "default", "OPENAI_API_KEY")],
+            "GET grants to show the toggled grant",
+        )
+        assert toggle("default", "OPENAI_API_KEY").is_checked()
+        assert not toggle("team-a", "DB_PASSWORD").is_checked()
+
+        # The notebook's kernel reads the granted key and is refused the other.
+        cell = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first
+        cell.locator(".jp-InputArea-editor .cm-content").click()
+        page.keyboard.press("Control+Enter")
+        output = cell.locator(".jp-OutputArea-output")
+        output.get_by_text("granted True refused NotebookAccessError").wait_for(
+            timeout=UI_TIMEOUT_MS
+        )
+
+        # The access log, refreshed with the panel: newest first.
+        session.sidebar().locator(".jp-SecureStorage-refresh").click()
+        entries = session.sidebar().locator(".jp-SecureStorage-logEntry")
+        session.wait_for(lambda: entries.count() >= 2, "the access log to list both requests")
+        newest = [
+            (
+                entries.nth(i).get_attribute("data-notebook"),
+                entries.nth(i).get_attribute("data-name"),
+                entries.nth(i).locator(".jp-SecureStorage-logVerdict").text_content(),
+            )
+            for i in range(2)
+        ]
+        assert newest == [
+            (notebook, "DB_PASSWORD", "refused"),
+            (notebook, "OPENAI_API_KEY", "allowed"),
+        ]
+        session.sidebar().locator(".jp-SecureStorage-log").scroll_into_view_if_needed()
+        page.screenshot(
+            path=shots / "lab-sidebar.png",
+            clip={"x": 0, "y": 0, "width": 980, "height": 900},
+            animations="disabled",
+        )
+
+        # Off again: revoked.
+        toggle("default", "OPENAI_API_KEY").click()
+        session.wait_for(lambda: grants_of(lab, notebook) == [], "GET grants to be empty")
+        dom = page.content().encode()
+        replies = list(session.replies)
+
+    places = {"the page's DOM": dom, "the server's log": lab.log.read_bytes()}
+    places |= {f"reply {n}, to {request}": body for n, (request, body) in enumerate(replies)}
+    findings = [
+        f"{name} in {place}"
+        for name, value in values.items()
+        for place, blob in places.items()
+        if leaked_forms(blob, value)
+    ]
+    assert findings == [], "; ".join(findings)
+
+
+@pytest.fixture
+def no_vault_and_no_server_passphrase(
+    passphrase: str, vault_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A passphrase to choose, out of the environment before ``lab`` copies it."""
+    monkeypatch.delenv("JUPYTER_SECURE_STORAGE_PASSPHRASE")
+    return passphrase
+
+
+@pytest.mark.timeout(300)
+def test_dialog_creates_the_vault_after_asking_twice(
+    no_vault_and_no_server_passphrase: str,
+    lab: Lab,  # noqa: F811 -- the fixture imported from test_browser
+    vault_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No vault yet and no passphrase anywhere the server can see: the dialog's create
+    variant asks twice, refuses two different passphrases and a weak one, then creates."""
+    passphrase = no_vault_and_no_server_passphrase
+    assert not vault_env.exists()
+    other = new_canary(18)
+    with lab_page(lab, tmp_path) as session:
+        session.status_item("locked").wait_for(timeout=UI_TIMEOUT_MS)
+        session.status_item("locked").click()
+        dialog = session.dialog()
+        dialog.wait_for()
+        assert "Create the vault" in dialog.locator(".jp-Dialog-header").inner_text()
+
+        def create(first: str, second: str) -> None:
+            dialog.wait_for()
+            dialog.locator(".jp-SecureStorage-passphrase").fill(first)
+            dialog.locator(".jp-SecureStorage-passphraseRepeat").fill(second)
+            dialog.get_by_role("button", name="Create").click()
+
+        create(passphrase, other)
+        dialog.locator(".jp-SecureStorage-unlockError").get_by_text("differ").wait_for()
+        assert not vault_env.exists()
+        create("short", "short")
+        dialog.locator(".jp-SecureStorage-errorRemedy").get_by_text("8 characters").wait_for()
+        assert not vault_env.exists()
+        create(passphrase, passphrase)
+        session.status_item("unlocked").wait_for()
+        assert vault_env.exists()
+        fields = session.page.evaluate(FIELD_VALUES).encode()
+        replies = list(session.replies)
+
+    monkeypatch.setenv("JUPYTER_SECURE_STORAGE_PASSPHRASE", passphrase)
+    assert direct_store().keys() == []  # the new vault opens with the passphrase given
+    places = {"the page's fields": fields, "the server's log": lab.log.read_bytes()}
+    places |= {f"reply {n}, to {request}": body for n, (request, body) in enumerate(replies)}
+    assert [
+        place
+        for place, blob in places.items()
+        if leaked_forms(blob, passphrase) or leaked_forms(blob, other)
+    ] == []
