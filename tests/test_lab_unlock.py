@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -170,6 +171,28 @@ def test_unlock_and_lock_through_the_agent_never_answer_or_log_the_passphrase(
     for blob in [*replies, locked_server.log.read_bytes()]:
         for secret in (passphrase, wrong):
             assert leaked_forms(blob, secret) == [], "a reply or the server log holds a passphrase"
+
+
+def test_status_polls_never_keep_the_vault_unlocked(
+    passphrase: str, vault_env: Path, isolated_jupyter: Path, tmp_path: Path
+) -> None:
+    """With an idle lock, a page polling GET status still sees the vault lock: asking
+    for the state is not a use. (If it were, this poll would keep it unlocked for ever
+    and the wait would fail.)"""
+    config = fast_kdf_config()
+    settings = {"VaultBackend": dict(config.VaultBackend), "UnlockAgent": {"lock_after": 1.0}}
+    (isolated_jupyter / "config" / "jupyter_secure_storage_config.json").write_text(
+        json.dumps(settings)
+    )
+    direct_store().write("EXISTING", new_canary(21))
+    with jupyter_server(tmp_path, NO_PASSPHRASE) as server:
+        assert call(server, "POST", "unlock", {"passphrase": passphrase})[0] == 204
+        wait_for(
+            lambda: status_of(server)["locked"] is True,
+            60,
+            "the idle lock while the status is polled",
+            pause=lambda: time.sleep(0.1),
+        )
 
 
 def test_unlock_creates_a_new_vault_and_refuses_a_weak_passphrase(
