@@ -351,3 +351,39 @@ def test_another_user_is_refused_by_the_agent(agent: UnlockAgent, socket_path: P
     assert done.stdout.strip() == "AgentRefusedError"
     socket_path.parent.chmod(0o700)
     assert AgentClient().running()  # and it still answers its own user
+
+
+# --- from a notebook: %secure_unlock, %secure_lock, %secure_status -------------------------
+
+
+def test_the_magics_unlock_lock_and_show_the_agent(
+    agent: UnlockAgent, vault_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from test_magics import answer_prompts_with, make_shell
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    shell = make_shell(tmp_path, SecureStorage__backend="vault", VaultBackend__path=str(vault_path))
+    try:
+        shell.run_line_magic("load_ext", "jupyter_secure_storage")
+        asked = answer_prompts_with(shell, PASSPHRASE)
+
+        def output(code: str) -> str:
+            from IPython.utils.capture import capture_output
+
+            with capture_output() as captured:
+                result = shell.run_cell(code)
+            assert result.error_in_exec is None, type(result.error_in_exec).__name__
+            return captured.stdout + str(result.result or "")
+
+        assert "created and unlocked" in output("%secure_unlock")
+        assert len(asked) == 2  # a new vault's passphrase, asked twice
+        assert "vault unlocked" in output("%secure_status")
+        assert "locked:" in output("%secure_lock")
+        assert "LOCKED" in output("%secure_status")
+        assert not AgentClient().call("status", os.path.abspath(vault_path))["unlocked"]
+        assert "unlocked the vault" in output("%secure_unlock")
+        assert AgentClient().call("status", os.path.abspath(vault_path))["unlocked"]
+    finally:
+        shell.run_line_magic("unload_ext", "jupyter_secure_storage")
+        InteractiveShell.clear_instance()

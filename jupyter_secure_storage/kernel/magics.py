@@ -333,6 +333,7 @@ class SecureStorageMagics(Magics):
         except SecureStorageError as error:
             lines.append(f"backend    : NOT usable -- {error}")
         lines.append(f"namespace  : {self.store.namespace}")
+        lines.extend(self._agent_status())
         lines.extend(self._redaction_status())
         if self.injected:
             lines.append(
@@ -340,6 +341,79 @@ class SecureStorageMagics(Magics):
                 + ", ".join(f"${var} (from {key})" for var, key in sorted(self.injected.items()))
             )
         return StatusReport(lines)
+
+    def _agent_status(self) -> list[str]:
+        """The unlock agent and notebook access, as this kernel sees them."""
+        from ..agent_client import AgentClient, AgentNotRunning
+        from ..storage import notebook_identity
+
+        client = AgentClient()
+        try:
+            client.call("ping")
+        except (AgentNotRunning, SecureStorageError):
+            agent = "none runs for this user (a vault asks each process for its passphrase)"
+        else:
+            agent = f"running at {client.path}"
+            try:
+                backend = self.store.backend_object
+            except SecureStorageError:
+                backend = None
+            if backend is not None and backend.name == "vault":
+                unlocked = getattr(backend, "is_unlocked", False)
+                agent += " -- vault " + (
+                    "unlocked" if unlocked else "LOCKED (%secure_unlock, or JupyterLab)"
+                )
+        notebook = notebook_identity()
+        access = self.store.notebook_access
+        if notebook is None or access == "off":
+            checked = f"not checked here ({access}; no notebook)" if access != "off" else "off"
+        else:
+            checked = f"on for {os.path.basename(notebook)} (grants in the Secrets sidebar)"
+        return [f"agent      : {agent}", f"access     : {checked}"]
+
+    @line_magic
+    def secure_lock(self, line: str = "") -> None:
+        """Make this user's unlock agent forget every vault key (as the Lock button and
+        ``jupyter-secure-storage lock`` do). The next read asks for the passphrase again."""
+        from ..agent_client import AgentClient, AgentNotRunning
+
+        if line.strip():
+            raise UsageError("%secure_lock takes no arguments.")
+        try:
+            AgentClient().call("lock")
+        except AgentNotRunning:
+            print("no unlock agent runs for this user; nothing to lock")
+            return
+        except SecureStorageError as error:
+            raise UsageError(f"%secure_lock: {error}") from None
+        print("locked: the unlock agent forgot every vault key")
+
+    @line_magic
+    def secure_unlock(self, line: str = "") -> None:
+        """Unlock the vault in this user's unlock agent: asks for the passphrase in a
+        password field (once for every kernel), or creates the vault the first time."""
+        from ..agent_client import AgentNotRunning
+        from ..backends.vault import VaultBackend
+
+        if line.strip():
+            raise UsageError("%secure_unlock takes no arguments (the passphrase is asked for).")
+        try:
+            chosen = self.store.backend_object
+        except SecureStorageError:
+            chosen = None
+        vault = chosen if isinstance(chosen, VaultBackend) else VaultBackend(parent=self.store)
+        vault.prompt_function = self.prompt_function
+        try:
+            created = vault.unlock_agent()
+        except AgentNotRunning:
+            raise UsageError(
+                "%secure_unlock: no unlock agent runs for this user. Start JupyterLab (it "
+                "runs one) or `jupyter-secure-storage agent`; without one each kernel asks "
+                "for the passphrase when it first reads."
+            ) from None
+        except SecureStorageError as error:
+            raise UsageError(f"%secure_unlock: {error}") from None
+        print(("created and unlocked" if created else "unlocked") + f" the vault {vault.file}")
 
     def _redaction_status(self) -> list[str]:
         registered = len(secret_registry)
