@@ -2,7 +2,8 @@
 behind it on a real Jupyter Server.
 
 The servers run on loopback with their own token and store into a throwaway vault whose
-passphrase is in the *server's* environment (until the unlock agent holds it). The
+passphrase is in the *server's* environment, as on an unattended server (the server
+hands it to its unlock agent; test_lab_unlock.py runs servers without it). The
 browser test opens JupyterLab, opens the sidebar, adds keys through its form, sees them
 listed, deletes one through the confirmation dialog, and proves through
 ``SecureStorage`` in this process that the vault got each value and then lost it. It
