@@ -389,11 +389,10 @@ export class SecretsPanel extends Widget {
     this._access.dataset.notebook = path;
     this._access.hidden = false;
     if (this._keys === null) {
-      this._access.replaceChildren(
-        title,
-        which,
-        element('p', 'jp-SecureStorage-empty', 'Unlock the store to see its keys.')
-      );
+      const hint = this._state.locked
+        ? 'Unlock the store to see its keys.'
+        : 'The keys are not listed yet: refresh the panel.';
+      this._access.replaceChildren(title, which, element('p', 'jp-SecureStorage-empty', hint));
       return;
     }
     let grants: IGrant[];
