@@ -2,7 +2,8 @@
 behind it on a real Jupyter Server.
 
 The servers run on loopback with their own token and store into a throwaway vault whose
-passphrase is in the *server's* environment (until the unlock agent holds it). The
+passphrase is in the *server's* environment, as on an unattended server (the server
+hands it to its unlock agent; test_lab_unlock.py runs servers without it). The
 browser test opens JupyterLab, opens the sidebar, adds keys through its form, sees them
 listed, deletes one through the confirmation dialog, and proves through
 ``SecureStorage`` in this process that the vault got each value and then lost it. It
@@ -44,7 +45,6 @@ from test_browser import (
     CHROMIUM_FLAGS,
     LAB_START_TIMEOUT,
     PROXY_VARIABLES,
-    SCREENSHOTS,
     STEP_TIMEOUT_MS,
     UI_TIMEOUT_MS,
     Lab,
@@ -441,7 +441,6 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
     second = new_canary(25)
     refused = new_canary(29)
     connector_value = new_canary(23)
-    shots = SCREENSHOTS if os.environ.get("JSS_UPDATE_SCREENSHOTS") == "1" else tmp_path
     replies: list[tuple[str, bytes]] = []  # (request, reply body) of every API call
     console_errors: list[str] = []
 
@@ -482,17 +481,19 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
             assert "vault" in listed(page, "default", "OPENAI_API_KEY").inner_text()
             assert same(vault_store().read("OPENAI_API_KEY"), canary), "vault lacks value 1"
             assert same(vault_store("team-a").read("DATABASE_PASSWORD"), second), "no value 2"
-            shots.mkdir(parents=True, exist_ok=True)
             # The sidebar beside JupyterLab's launcher, the status bar item below it.
             page.screenshot(
-                path=shots / "lab-sidebar.png",
+                # docs/img/lab-sidebar.png comes from test_lab_unlock.py (a notebook open).
+                path=tmp_path / "lab-sidebar-launcher.png",
                 clip={"x": 0, "y": 0, "width": 760, "height": 900},
                 animations="disabled",
             )
 
             # A refused name: the server's cause and remedy are shown, the field emptied.
             add_key(page, "default", " padded name ", refused)
-            error = page.locator(f"#{SIDEBAR_ID} .jp-SecureStorage-error")
+            error = page.locator(
+                f"#{SIDEBAR_ID} .jp-SecureStorage-errorArea .jp-SecureStorage-error"
+            )
             error.get_by_text("whitespace").wait_for()
             assert error.locator(".jp-SecureStorage-errorRemedy").inner_text().strip()
             assert " padded name " not in vault_store().keys()

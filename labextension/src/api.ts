@@ -10,11 +10,41 @@ import { ServerConnection } from '@jupyterlab/services';
 /** Where the API is mounted, under the server's base URL. */
 export const API_PATH = 'secure-storage/api';
 
-/** What the server says about its store (GET status). */
+/** What the server says about its store (GET status). Never a value. */
 export interface IStoreStatus {
   backend: string;
   location: string;
   reason: string;
+  /** The vault backend, not unlocked in the unlock agent (other backends: false). */
+  locked: boolean;
+  /** Whether the vault file exists (false: the unlock dialog creates it). */
+  vault_exists: boolean;
+  /** Whether an unlock agent answers. */
+  agent: boolean;
+  /** What the save guard checks for stored values: "on", "locked" or "off". */
+  stored_value_check: 'on' | 'locked' | 'off';
+  /** Always null: each kernel keeps its own registry of values to redact. */
+  redaction_values: number | null;
+}
+
+/** A notebook access grant: the notebook (its path under the server's root) may read
+ * the key. */
+export interface IGrant {
+  notebook: string;
+  namespace: string;
+  key: string;
+  /** When it was granted, in seconds since the epoch. */
+  granted: number;
+}
+
+/** One request of a kernel for a key, as the unlock agent answered it. */
+export interface IAccessEntry {
+  /** Seconds since the epoch. */
+  time: number;
+  notebook: string;
+  namespace: string;
+  key: string;
+  allowed: boolean;
 }
 
 /** One stored key, as the sidebar lists it: never a value. */
@@ -26,16 +56,26 @@ export interface IStoredKey {
   modified: string | null;
 }
 
-/** A refusal from the server, with its cause and what to do about it. */
+/** A refusal from the server, with its cause and what to do about it. `locked`: the
+ * vault is locked in the unlock agent, and a passphrase is the remedy. */
 export class StorageRequestError extends Error {
   constructor(
     message: string,
     readonly remedy: string,
-    readonly status: number
+    readonly status: number,
+    readonly locked: boolean = false
   ) {
     super(message);
     this.name = 'StorageRequestError';
   }
+}
+
+let onLocked: (() => void) | null = null;
+
+/** Called whenever a request is refused because the vault is locked (the unlock
+ * dialog's plugin sets it). */
+export function setLockedHandler(handler: (() => void) | null): void {
+  onLocked = handler;
 }
 
 /**
@@ -44,14 +84,17 @@ export class StorageRequestError extends Error {
  */
 export async function requestAPI(
   segments: string[],
-  init: RequestInit = {}
+  init: RequestInit = {},
+  query: Record<string, string> = {}
 ): Promise<Response> {
   const settings = ServerConnection.makeSettings();
+  const search = new URLSearchParams(query).toString();
   const url =
     settings.baseUrl +
     API_PATH +
     '/' +
-    segments.map(segment => encodeURIComponent(segment)).join('/');
+    segments.map(segment => encodeURIComponent(segment)).join('/') +
+    (search ? `?${search}` : '');
   let response: Response;
   try {
     response = await ServerConnection.makeRequest(url, init, settings);
@@ -63,7 +106,11 @@ export async function requestAPI(
     );
   }
   if (!response.ok && response.status !== 404) {
-    throw await refusal(response);
+    const error = await refusal(response);
+    if (error.locked) {
+      onLocked?.();
+    }
+    throw error;
   }
   return response;
 }
@@ -72,6 +119,7 @@ export async function requestAPI(
 export async function refusal(response: Response): Promise<StorageRequestError> {
   let message = `The server answered ${response.status} ${response.statusText}.`;
   let remedy = '';
+  let locked = false;
   try {
     const body = await response.json();
     if (typeof body?.message === 'string') {
@@ -80,10 +128,11 @@ export async function refusal(response: Response): Promise<StorageRequestError> 
     if (typeof body?.remedy === 'string') {
       remedy = body.remedy;
     }
+    locked = body?.locked === true;
   } catch {
     // Not JSON (a proxy's page, say): the status line is all there is.
   }
-  return new StorageRequestError(message, remedy, response.status);
+  return new StorageRequestError(message, remedy, response.status, locked);
 }
 
 export async function getStatus(): Promise<IStoreStatus> {
@@ -111,4 +160,45 @@ export async function addKey(
 
 export async function deleteKey(namespace: string, name: string): Promise<void> {
   await requestAPI(['keys', namespace, name], { method: 'DELETE' });
+}
+
+/** Hand the passphrase to the server's unlock agent (creating the vault when there is
+ * none). The passphrase goes into this request's body and nowhere else. */
+export async function unlock(passphrase: string): Promise<void> {
+  await requestAPI(['unlock'], {
+    method: 'POST',
+    body: JSON.stringify({ passphrase })
+  });
+}
+
+/** The unlock agent forgets every key. */
+export async function lock(): Promise<void> {
+  await requestAPI(['lock'], { method: 'POST' });
+}
+
+/** The grants of one notebook (its path under the server's root, as session.path). */
+export async function listGrants(notebook: string): Promise<IGrant[]> {
+  const response = await requestAPI(['grants'], {}, { notebook });
+  const body = (await response.json()) as { grants: IGrant[] };
+  return body.grants;
+}
+
+/** Grant (or revoke) one key to one notebook. */
+export async function setGrant(
+  notebook: string,
+  namespace: string,
+  key: string,
+  granted: boolean
+): Promise<void> {
+  await requestAPI(['grants'], {
+    method: granted ? 'PUT' : 'DELETE',
+    body: JSON.stringify({ notebook, namespace, key })
+  });
+}
+
+/** The latest requests for keys, newest first. */
+export async function accessLog(limit: number): Promise<IAccessEntry[]> {
+  const response = await requestAPI(['access-log'], {}, { limit: String(limit) });
+  const body = (await response.json()) as { entries: IAccessEntry[] };
+  return body.entries;
 }
