@@ -19,8 +19,9 @@ from .errors import SecureStorageError
 CONFIG_FILE_STEM = "jupyter_secure_storage_config"
 
 
-def load_config_files() -> Config:
-    """Merge the config files, lowest-priority directory first (as Jupyter does)."""
+def load_config_files(over: Config | None = None) -> Config:
+    """Merge the config files, lowest-priority directory first (as Jupyter does), then
+    ``over`` (a server's or kernel's own config, which wins) when given."""
     merged = Config()
     for directory in reversed(jupyter_config_path()):
         for loader_class, suffix in ((JSONFileConfigLoader, ".json"), (PyFileConfigLoader, ".py")):
@@ -35,4 +36,6 @@ def load_config_files() -> Config:
                     f"read ({type(error).__name__}: {error}).",
                     "Fix or remove that file.",
                 ) from error
+    if over:
+        merged.merge(over)
     return merged

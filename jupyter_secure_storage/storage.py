@@ -322,11 +322,7 @@ class SecureStorage(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         if "config" not in kwargs:
-            config = load_config_files()
-            parent = kwargs.get("parent")
-            if parent is not None and getattr(parent, "config", None) is not None:
-                config.merge(parent.config)
-            kwargs["config"] = config
+            kwargs["config"] = load_config_files(getattr(kwargs.get("parent"), "config", None))
         super().__init__(**kwargs)
         self._backend_source = "argument" if "backend" in kwargs else "config or default"
         if "backend" not in kwargs and env_value(ENV_BACKEND):

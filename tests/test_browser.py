@@ -402,6 +402,17 @@ class Session:
         self.wait_for(lambda: field.input_value() == "", STEP_TIMEOUT_MS / 1000, what)
 
 
+def lab_browser_context(playwright: Any) -> Any:
+    """Debian's Chromium, headless with the quiet offline flags, one 1280x900 context at 2x
+    (the screenshots' size), every step bounded by STEP_TIMEOUT_MS."""
+    browser = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=2)
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    return context
+
+
 @contextlib.contextmanager
 def browser_session(lab: Lab, notebook: str, tmp_path: Path) -> Iterator[Session]:
     """Debian's Chromium on ``notebook`` in ``lab``, its kernel up; a screenshot of the
@@ -409,13 +420,7 @@ def browser_session(lab: Lab, notebook: str, tmp_path: Path) -> Iterator[Session
     from playwright.sync_api import Route, WebSocket, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
-        )
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 900}, device_scale_factor=2
-        )
-        context.set_default_timeout(STEP_TIMEOUT_MS)
+        context = lab_browser_context(playwright)
         page = context.new_page()
         session = Session(page=page, received=[], sent=[], off_loopback=[])
 
@@ -448,7 +453,7 @@ def browser_session(lab: Lab, notebook: str, tmp_path: Path) -> Iterator[Session
             raise
         finally:
             context.close()
-            browser.close()
+            context.browser.close()
 
 
 @pytest.mark.timeout(900)

@@ -41,16 +41,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import fast_kdf_config
 from test_browser import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
     LAB_START_TIMEOUT,
     PROXY_VARIABLES,
-    STEP_TIMEOUT_MS,
     UI_TIMEOUT_MS,
     Lab,
     chromium,  # noqa: F401 -- a fixture the lab fixture uses
     free_port,
     lab,  # noqa: F401 -- the JupyterLab server fixture
+    lab_browser_context,
     new_canary,
     stop_process_group,
     wait_for,
@@ -459,13 +457,7 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
             route.continue_()
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
-        )
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 900}, device_scale_factor=2
-        )
-        context.set_default_timeout(STEP_TIMEOUT_MS)
+        context = lab_browser_context(playwright)
         context.route("**/*", recording_api_replies)
         page = context.new_page()
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
@@ -525,7 +517,7 @@ def test_sidebar_adds_lists_and_deletes_keys_and_the_page_keeps_no_value(
             raise
         finally:
             context.close()
-            browser.close()
+            context.browser.close()
 
     assert from_page["putWithoutXsrf"] == 403, "a cookie-only PUT without XSRF was accepted"
     assert (from_page["put"], from_page["get"], from_page["matches"]) == (204, 200, True)

@@ -23,14 +23,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import fast_kdf_config
 from test_browser import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
     SCREENSHOTS,
-    STEP_TIMEOUT_MS,
     UI_TIMEOUT_MS,
     Lab,
     chromium,  # noqa: F401 -- a fixture the lab fixture uses
     lab,  # noqa: F401 -- the JupyterLab server fixture
+    lab_browser_context,
     new_canary,
     wait_for,
     write_notebook,
@@ -417,13 +415,7 @@ def lab_page(server: Lab, tmp_path: Path) -> Iterator[LabPage]:
             route.continue_()
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
-        )
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 900}, device_scale_factor=2
-        )
-        context.set_default_timeout(STEP_TIMEOUT_MS)
+        context = lab_browser_context(playwright)
         context.route("**/*", recording_api_replies)
         page = context.new_page()
         try:
@@ -436,7 +428,7 @@ def lab_page(server: Lab, tmp_path: Path) -> Iterator[LabPage]:
             raise
         finally:
             context.close()
-            browser.close()
+            context.browser.close()
 
 
 def new_notebook_from_launcher(lab_page: LabPage, root: Path) -> Path:

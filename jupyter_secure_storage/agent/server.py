@@ -30,7 +30,6 @@ from ..agent_client import (
     ENV_AGENT_SOCKET,
     PROTOCOL_VERSION,
     AgentClient,
-    AgentNotRunning,
     agent_socket_path,
     check_private_folder,
     decode_length,
@@ -118,7 +117,6 @@ class UnlockAgent(LoggingConfigurable):
         self._last_request = time.monotonic()
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
-        self._stopped = threading.Event()
 
     # --- the operations (on the worker thread) ------------------------------------------
 
@@ -308,7 +306,6 @@ class UnlockAgent(LoggingConfigurable):
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             self.lock_all()
-            self._stopped.set()
 
     # --- in a thread of another program (Jupyter Server) ----------------------------------
 
@@ -334,13 +331,3 @@ class UnlockAgent(LoggingConfigurable):
         self._stop_event.set()
         if self._thread is not None:
             self._thread.join(10)
-
-
-def running_agent() -> AgentClient | None:
-    """A client of this user's agent if one answers, else None."""
-    client = AgentClient()
-    try:
-        client.call("ping")
-    except (AgentNotRunning, SecureStorageError, OSError):
-        return None
-    return client

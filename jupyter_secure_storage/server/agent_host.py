@@ -74,8 +74,7 @@ def host_unlock_agent(serverapp: Any) -> HostedAgent:
     Nothing happens when the vault is configured not to use an agent."""
     log = serverapp.log
     # The package's own config files, then the server's (as SecureStorage merges them).
-    config = load_config_files()
-    config.merge(serverapp.config)
+    config = load_config_files(serverapp.config)
     if not VaultBackend(config=config).use_agent:
         # Switched off (c.VaultBackend.use_agent = False): kernels unlock on their own,
         # with the passphrase from the environment they inherit, as before the agent.

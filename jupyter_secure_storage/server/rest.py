@@ -130,9 +130,7 @@ class StoreAccess:
         self.root_dir = os.path.abspath(root_dir or os.getcwd())
 
     def config(self) -> Config:
-        config = load_config_files()
-        if self._server_config:
-            config.merge(self._server_config)
+        config = load_config_files(self._server_config)
         config.VaultBackend.prompt = False
         return config
 

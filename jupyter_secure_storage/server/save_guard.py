@@ -31,6 +31,7 @@ from typing import Any
 from traitlets import Bool, Enum, Float
 from traitlets.config import Config, LoggingConfigurable
 
+from ..config_file import load_config_files
 from ..errors import SecureStorageError, VaultLockedError
 from ..scan.findings import STORED, Finding, Scanner
 
@@ -126,7 +127,9 @@ class SaveGuard(LoggingConfigurable):
     # --- the detectors ------------------------------------------------------------------
 
     def _store_config(self) -> Config:
-        config = Config(self.config) if self.config else Config()
+        # The package's config files under the server's own, as the unlock agent and the
+        # REST API open the store, so all three reach the same store.
+        config = load_config_files(Config(self.config) if self.config else None)
         # The server never prompts: a passphrase prompt would hang a save on a terminal
         # nobody is watching.
         config.VaultBackend.prompt = False
