@@ -387,3 +387,26 @@ def test_the_magics_unlock_lock_and_show_the_agent(
     finally:
         shell.run_line_magic("unload_ext", "jupyter_secure_storage")
         InteractiveShell.clear_instance()
+
+
+def test_a_socket_path_too_long_for_unix_sockets_is_named_with_a_remedy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    folder = tmp_path / ("long-" + "x" * 120)
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv(ENV_AGENT_SOCKET, str(folder / "agent.sock"))
+    with pytest.raises(AgentUnavailableError) as refused:
+        UnlockAgent().start_in_thread()
+    assert "too long" in refused.value.cause
+    assert ENV_AGENT_SOCKET in refused.value.remedy
+    assert not (folder / "agent.sock").exists()
+
+
+def test_unlock_with_an_empty_stdin_is_a_usage_error(
+    agent: UnlockAgent, cli_env: dict[str, str], vault_path: Path
+) -> None:
+    done = run(cli_env, "unlock", "--stdin", stdin="\n")
+    assert done.returncode == 2
+    assert "no passphrase" in done.stderr
+    assert not vault_path.exists()  # nothing was created
+    assert not AgentClient().call("status", os.path.abspath(vault_path))["unlocked"]
